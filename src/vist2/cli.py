@@ -1,0 +1,163 @@
+"""`vist2` command line: one entry point, one sub-command per job.
+
+Every user mistake (bad file, unknown preset, bad config field) ends in one line
+`vist2: error: ...` on stderr and exit status 2; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from vist2.errors import Vist2Error
+
+
+def read_text_file(path: str | Path) -> str:
+    """UTF-8 text of `path`, or a `Vist2Error` that says why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise Vist2Error(f"{path}: no such file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise Vist2Error(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+            "convert it to UTF-8 first (e.g. `iconv -f GB18030 -t UTF-8`)"
+        ) from None
+    if not text.strip():
+        raise Vist2Error(f"{path}: the file is empty; there is nothing to render")
+    return text
+
+
+# -- vist2 init ----------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    import torch
+
+    from vist2.loading import load_tokenizer, save_model, tiny_tokenizer_path
+    from vist2.model import VIST2Model
+    from vist2.presets import preset_config
+
+    config = preset_config(args.preset)
+    tokenizer = load_tokenizer(args.tokenizer or tiny_tokenizer_path())
+    if len(tokenizer) > config.text_config.vocab_size:
+        raise Vist2Error(
+            f"tokenizer {args.tokenizer} has {len(tokenizer)} tokens but preset {args.preset} has "
+            f"vocab_size {config.text_config.vocab_size}; pick a matching tokenizer"
+        )
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise Vist2Error(f"{out} exists and is not empty; pass --overwrite or choose another --out")
+    torch.manual_seed(args.seed)
+    model = VIST2Model(config)
+    save_model(model, tokenizer, out)
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"wrote {out}: preset {args.preset}, {params / 1e6:.2f}M parameters, "
+        f"K={config.chunk_tokens}, β={config.visual_tokens_per_page}, r={config.compression_ratio:g}"
+    )
+    if args.tokenizer is None and args.preset != "tiny":
+        print("note: the bundled tiny tokenizer stands in; pass --tokenizer DIR for a real one", file=sys.stderr)
+    return 0
+
+
+# -- vist2 render --------------------------------------------------------------------------------
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from vist2.chunker import split_into_chunks
+    from vist2.loading import load_config, load_tokenizer, tiny_tokenizer_path
+    from vist2.presets import preset_config
+    from vist2.render import PageRenderer
+
+    text = read_text_file(args.file)
+    if args.model:
+        config = load_config(args.model)
+        tokenizer = load_tokenizer(args.tokenizer or args.model)
+    else:
+        config = preset_config(args.preset)
+        tokenizer = load_tokenizer(args.tokenizer or tiny_tokenizer_path())
+    k, beta = config.chunk_tokens, config.visual_tokens_per_page
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    chunks = split_into_chunks(ids, tokenizer, k, beta)
+    compressed = [c for c in chunks if c.compressed]
+    if args.max_pages is not None:
+        compressed = compressed[: args.max_pages]
+    renderer = PageRenderer(config.render_config)
+    start = time.perf_counter()
+    pages = renderer.render_batch([c.text for c in compressed])
+    seconds = time.perf_counter() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, page in enumerate(pages):
+        Image.fromarray(page.image).save(out / f"page_{i:05d}.png", optimize=True)
+
+    text_tokens = sum(len(c.token_ids) for c in compressed)
+    raw_tail = sum(len(c.token_ids) for c in chunks if not c.compressed) if args.max_pages is None else 0
+    visual = len(pages) * beta
+    missing = sum(p.missing_chars for p in pages)
+    sizes = sorted({p.font_size for p in pages})
+    print(f"{args.file}: {len(text)} characters, {len(ids)} tokens (K={k}, β={beta})")
+    print(
+        f"{text_tokens} text tokens -> {visual} visual tokens on {len(pages)} pages "
+        f"(ratio {text_tokens / max(visual, 1):.2f}x)"
+        + (f", plus a raw tail of {raw_tail} tokens" if raw_tail else "")
+    )
+    print(f"font sizes used: {sizes}; characters the font lacked: {missing}")
+    print(f"rendered {len(pages) / max(seconds, 1e-9):.1f} pages/s; wrote {out}/page_*.png")
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vist2.presets import PRESETS
+
+    parser = argparse.ArgumentParser(prog="vist2", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="write a random-init model directory from a preset")
+    p.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: the bundled tiny tokenizer)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("render", help="render a text file into pages and report the compression")
+    p.add_argument("file", help="UTF-8 text file")
+    p.add_argument("--out", required=True, help="directory for the page PNGs")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="model directory: its tokenizer, K, β and page settings")
+    src.add_argument("--preset", default="tiny", help=f"preset instead of a model (default tiny): {', '.join(PRESETS)}")
+    p.add_argument("--tokenizer", help="tokenizer directory overriding the model's or preset's")
+    p.add_argument("--max-pages", type=int, help="render at most this many pages")
+    p.set_defaults(func=cmd_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars only
+    try:
+        return args.func(args)
+    except Vist2Error as err:
+        print(f"vist2: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vist2: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""`VIST2Config`: a nested Hugging Face config (text_config + vision_config) plus what VIST2 adds.
+
+Notable:
+- K (`chunk_tokens`), β (`visual_tokens_per_page`) and r (`compression_ratio`) are all stored and
+  checked against each other, so a config file says what it means and a typo fails early.
+- The page geometry lives in `render` (a `RenderConfig` as a dict) and is checked against the
+  vision encoder: the page must be cut into whole patches, and patches / merge² must equal β.
+- Every error names the field, e.g. "VIST2Config.render.page_width (500) is not divisible by
+  vision_config.patch_size (16)".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from vist2.errors import ConfigError
+
+ALIGNERS = ("tanh", "mlp")
+
+
+class VIST2Config(PreTrainedConfig):
+    r"""Configuration of a `VIST2Model`.
+
+    Args:
+        text_config: config of the causal LM (any `AutoModelForCausalLM` model type; Qwen3 by default).
+        vision_config: config of the vision encoder (`siglip_vision_model` or `siglip2_vision_model`).
+        chunk_tokens: K, text tokens per page.
+        visual_tokens_per_page: β, visual tokens one page becomes.
+        compression_ratio: r = K / β.
+        aligner: "tanh" (paper: tanh(xW + b) per token) or "mlp" (Linear-GELU-Linear).
+        merge_size: pixel-shuffle merge of merge_size × merge_size patches into one token before the
+            aligner (1 = none). A 2×2 merge keeps β at 4× the patch count, for legible larger pages.
+        render: page settings, the fields of `vist2.render.RenderConfig`.
+    """
+
+    model_type = "vist2"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen3"),
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="siglip_vision_model",
+            init_kwargs={"image_size": 256, "patch_size": 16, "vision_use_head": False},
+        ),
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    vision_config: dict | PreTrainedConfig | None = None
+    chunk_tokens: int = 1024
+    visual_tokens_per_page: int = 256
+    compression_ratio: float = 4.0
+    aligner: str = "tanh"
+    merge_size: int = 1
+    render: dict | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        if self.render is None:
+            self.render = {"page_width": 256, "page_height": 256, "font_size": 8, "min_font_size": 4}
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        self.check()
+
+    # The render config is a dict on disk; this is the typed view of it.
+    @property
+    def render_config(self):
+        from vist2.render import RenderConfig
+
+        try:
+            return RenderConfig.from_dict(self.render)
+        except ConfigError as err:
+            raise ConfigError(f"VIST2Config.render: {err}") from None
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """(rows, cols) of patches on a page."""
+        patch = self.vision_config.patch_size
+        return self.render["page_height"] // patch, self.render["page_width"] // patch
+
+    def check(self) -> None:
+        """Raise `ConfigError` naming the first field that cannot work."""
+        k, beta, ratio = self.chunk_tokens, self.visual_tokens_per_page, self.compression_ratio
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"VIST2Config.chunk_tokens must be a positive integer, got {k!r}")
+        if not isinstance(beta, int) or beta < 1:
+            raise ConfigError(f"VIST2Config.visual_tokens_per_page must be a positive integer, got {beta!r}")
+        if abs(k - ratio * beta) > 1e-6:
+            raise ConfigError(
+                f"VIST2Config.compression_ratio ({ratio}) must equal chunk_tokens / "
+                f"visual_tokens_per_page ({k} / {beta} = {k / beta:g})"
+            )
+        if self.aligner not in ALIGNERS:
+            raise ConfigError(f"VIST2Config.aligner must be one of {ALIGNERS}, got {self.aligner!r}")
+        if not isinstance(self.merge_size, int) or self.merge_size < 1:
+            raise ConfigError(f"VIST2Config.merge_size must be a positive integer, got {self.merge_size!r}")
+        for field in ("page_width", "page_height"):
+            if field not in self.render:
+                raise ConfigError(f"VIST2Config.render.{field} is missing")
+        vision_type = self.vision_config.model_type
+        if vision_type not in ("siglip_vision_model", "siglip2_vision_model"):
+            raise ConfigError(
+                f"VIST2Config.vision_config.model_type must be siglip_vision_model or "
+                f"siglip2_vision_model, got {vision_type!r}"
+            )
+        patch = self.vision_config.patch_size
+        for field in ("page_width", "page_height"):
+            size = self.render[field]
+            if not isinstance(size, int) or size < 1 or size % patch:
+                raise ConfigError(
+                    f"VIST2Config.render.{field} ({size}) is not divisible by "
+                    f"vision_config.patch_size ({patch})"
+                )
+        rows, cols = self.patch_grid
+        if rows % self.merge_size or cols % self.merge_size:
+            raise ConfigError(
+                f"VIST2Config.merge_size ({self.merge_size}) must divide the patch grid "
+                f"({rows} x {cols} patches)"
+            )
+        tokens = rows * cols // self.merge_size**2
+        if tokens != beta:
+            raise ConfigError(
+                f"VIST2Config.visual_tokens_per_page ({beta}) does not match the page: "
+                f"{rows} x {cols} patches / merge {self.merge_size}² = {tokens} tokens"
+            )
+        if vision_type == "siglip_vision_model":
+            size = self.vision_config.image_size
+            if self.render["page_width"] != size or self.render["page_height"] != size:
+                raise ConfigError(
+                    f"VIST2Config.render page ({self.render['page_width']} x "
+                    f"{self.render['page_height']}) must equal vision_config.image_size ({size}) "
+                    "for a SigLIP encoder (fixed position embeddings)"
+                )
+        elif rows * cols > self.vision_config.num_patches:
+            raise ConfigError(
+                f"VIST2Config.render page has {rows * cols} patches, more than "
+                f"vision_config.num_patches ({self.vision_config.num_patches})"
+            )
+
+
+__all__ = ["VIST2Config"]

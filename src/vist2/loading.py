@@ -1,0 +1,75 @@
+"""Model directories: write, check and load them (config.json + model.safetensors + tokenizer).
+
+Notable: every missing piece gets one message that names the file and the way to make it, instead
+of the stack trace `from_pretrained` would give.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from vist2.errors import Vist2Error
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def tiny_tokenizer_path() -> Path:
+    """The small byte-level BPE tokenizer bundled with vist2 (see scripts/make_tiny_tokenizer.py)."""
+    return Path(str(resources.files("vist2") / "assets" / "tiny-tokenizer"))
+
+
+def load_tokenizer(path: str | Path):
+    """A Hugging Face fast tokenizer from a directory holding tokenizer.json."""
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file():
+        raise Vist2Error(
+            f"tokenizer {path}: no tokenizer.json there; point at a directory with a Hugging Face "
+            "fast tokenizer (tokenizer.json + tokenizer_config.json)"
+        )
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def check_model_dir(path: str | Path, weights: bool = True) -> Path:
+    """Raise a `Vist2Error` naming the first file a model directory lacks."""
+    path = Path(path)
+    if not path.is_dir():
+        raise Vist2Error(f"model directory {path} does not exist; create one with `vist2 init --preset tiny --out {path}`")
+    needed = ["config.json", *TOKENIZER_FILES[:1]]
+    if weights:
+        needed.append("model.safetensors")
+    for name in needed:
+        if not (path / name).is_file() and not (name == "model.safetensors" and any(path.glob("model-*.safetensors"))):
+            raise Vist2Error(
+                f"model directory {path} has no {name}; it is not a complete vist2 model "
+                f"(make one with `vist2 init --preset tiny --out DIR`, or `save_pretrained`)"
+            )
+    return path
+
+
+def load_config(path: str | Path):
+    from vist2.config import VIST2Config
+
+    path = check_model_dir(path, weights=False)
+    return VIST2Config.from_pretrained(str(path))
+
+
+def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
+    """(model, tokenizer) from a vist2 model directory, model in eval mode."""
+    from vist2.model import VIST2Model
+
+    path = check_model_dir(path)
+    model = VIST2Model.from_pretrained(str(path), dtype=dtype).to(device).eval()
+    return model, load_tokenizer(path)
+
+
+def save_model(model, tokenizer, path: str | Path) -> Path:
+    """Write model weights (safetensors), config.json and the tokenizer into `path`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path

@@ -1,0 +1,188 @@
+"""`VIST2Model`: vision encoder + aligner + any Hugging Face causal LM.
+
+Notable:
+- Sub-models are Hugging Face classes built from their configs (`AutoModel.from_config`), so a
+  real Qwen3 / SigLIP2 checkpoint drops in: `VIST2Model.from_parts(llm_dir, vision_dir, ...)`.
+- Pages enter as grayscale tensors (N, H, W) in [-1, 1] and are repeated to the encoder's
+  channels, so an RGB-pretrained SigLIP reads them unchanged.
+- Visual tokens are spliced into the LLM's input embeddings at the slots the layout marks; a count
+  mismatch raises a clear `ValueError` instead of a shape error deep in torch.
+- The loss runs the LM head only on labelled slots: at 8k slots and a 152k vocabulary the full
+  logits tensor would be the largest thing in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from vist2.aligner import Aligner
+from vist2.config import VIST2Config
+from vist2.errors import Vist2Error
+from vist2.layout import IGNORE_INDEX
+
+
+@dataclass
+class VIST2Output(ModelOutput):
+    loss: torch.Tensor | None = None  # mean next-token loss over labelled slots
+    logits: torch.Tensor | None = None  # (B, L, V), or (n_labelled, V) when labels are given
+    num_labelled: int | None = None  # slots that carried a label
+    past_key_values: object | None = None
+    hidden_states: torch.Tensor | None = None  # (B, L, D) last hidden states
+
+
+class VIST2Model(PreTrainedModel):
+    config_class = VIST2Config
+    config: VIST2Config
+    base_model_prefix = "vist2"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_flash_attn = False  # flash kernels cannot take the rule-2 mask
+    _supports_attention_backend = True
+
+    def __init__(self, config: VIST2Config) -> None:
+        super().__init__(config)
+        self.vision_model = AutoModel.from_config(config.vision_config)
+        self.aligner = Aligner(
+            vision_hidden=config.vision_config.hidden_size,
+            text_hidden=config.text_config.hidden_size,
+            grid=config.patch_grid,
+            merge_size=config.merge_size,
+            kind=config.aligner,
+        )
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+
+    # -- assembling from pretrained parts (the paper's set-up) ---------------------------------
+
+    @classmethod
+    def from_parts(
+        cls,
+        llm_path: str | Path,
+        vision_path: str | Path,
+        dtype: torch.dtype | None = None,
+        **vist2_kwargs,
+    ) -> VIST2Model:
+        """Assemble from a pretrained causal-LM dir and a pretrained SigLIP/SigLIP2 dir.
+
+        The aligner starts from random init; `vist2_kwargs` are `VIST2Config` fields (K, β, render…).
+        A full SigLIP checkpoint (text + vision towers) is accepted: its vision tower is taken.
+        """
+        for what, path in (("LLM", llm_path), ("vision encoder", vision_path)):
+            if not (Path(path) / "config.json").is_file():
+                raise Vist2Error(f"{what} checkpoint {path}: no config.json there; pass a local model directory")
+        vision_config = AutoConfig.from_pretrained(vision_path)
+        vision_config = getattr(vision_config, "vision_config", vision_config)
+        text_config = AutoConfig.from_pretrained(llm_path)
+        config = VIST2Config(text_config=text_config, vision_config=vision_config, **vist2_kwargs)
+        model = cls(config)
+        model.language_model = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype)
+        vision = AutoModel.from_pretrained(vision_path, dtype=dtype)
+        model.vision_model = getattr(vision, "vision_model", None) if hasattr(vision, "text_model") else vision
+        if dtype is not None:
+            model.aligner.to(dtype)
+        return model
+
+    # -- pieces the engine and the trainer call --------------------------------------------------
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def encode_pages(self, pages: torch.Tensor) -> torch.Tensor:
+        """pages: (N, H, W) in [-1, 1] (paper white = +1) -> visual tokens (N, β, D_text)."""
+        vcfg = self.config.vision_config
+        dtype = self.aligner.proj.weight.dtype if self.config.aligner == "tanh" else self.aligner.proj[0].weight.dtype
+        n, height, width = pages.shape
+        pixels = pages.to(dtype)[:, None].expand(n, vcfg.num_channels, height, width)  # [N, C, H, W]
+        if vcfg.model_type == "siglip2_vision_model":
+            feats = self._encode_naflex(pixels)
+        else:
+            feats = self.vision_model(pixel_values=pixels).last_hidden_state  # [N, P, D_vision]
+        return self.aligner(feats)  # [N, β, D_text]
+
+    def _encode_naflex(self, pixels: torch.Tensor) -> torch.Tensor:
+        """SigLIP2 NaFlex takes patch sequences: (N, C, H, W) -> (N, P, C·p·p) in its (p, p, C) order."""
+        p = self.config.vision_config.patch_size
+        n, c, height, width = pixels.shape
+        rows, cols = height // p, width // p
+        patches = pixels.reshape(n, c, rows, p, cols, p).permute(0, 2, 4, 3, 5, 1)  # [N, R, C', p, p, C]
+        patches = patches.reshape(n, rows * cols, p * p * c)  # [N, P, p·p·C]
+        shapes = torch.tensor([[rows, cols]] * n, device=pixels.device)
+        mask = torch.ones(n, rows * cols, dtype=torch.long, device=pixels.device)
+        out = self.vision_model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes)
+        return out.last_hidden_state  # [N, P, D_vision]
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        visual_mask: torch.Tensor | None = None,
+        visual_tokens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Text embeddings with visual tokens spliced in.
+
+        input_ids, visual_mask: (B, L); visual_tokens: (N, β, D) in slot order -> (B, L, D).
+        """
+        embeds = self.get_input_embeddings()(input_ids)  # [B, L, D]
+        n_slots = 0 if visual_mask is None else int(visual_mask.sum())
+        n_tokens = 0 if visual_tokens is None else visual_tokens.shape[0] * visual_tokens.shape[1]
+        if n_slots != n_tokens:
+            raise ValueError(
+                f"the layout has {n_slots} visual slots but the pages give {n_tokens} visual tokens "
+                f"({0 if visual_tokens is None else visual_tokens.shape[0]} pages x "
+                f"{self.config.visual_tokens_per_page}); pass one page per PageSegment/ChunkSegment"
+            )
+        if n_slots == 0:
+            return embeds
+        flat = visual_tokens.reshape(-1, embeds.shape[-1]).to(embeds.dtype)  # [N·β, D]
+        return embeds.masked_scatter(visual_mask[..., None], flat)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        visual_mask: torch.Tensor | None = None,
+        pages: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        attention_mask=None,
+        labels: torch.Tensor | None = None,
+        past_key_values=None,
+        use_cache: bool = False,
+        visual_tokens: torch.Tensor | None = None,
+        **kwargs,
+    ) -> VIST2Output:
+        """One pass over a laid-out batch (see `vist2.layout.collate_layouts`).
+
+        input_ids, visual_mask, position_ids, labels: (B, L); pages: (N, H, W) in slot order (or
+        precomputed `visual_tokens` (N, β, D)); attention_mask: (B, 1, L, L_kv) bool, or a
+        flex-attention BlockMask. With `labels`, logits are computed for labelled slots only.
+        """
+        if visual_tokens is None and pages is not None and pages.shape[0] > 0:
+            visual_tokens = self.encode_pages(pages)
+        embeds = self.embed(input_ids, visual_mask, visual_tokens)
+        decoder = self.language_model.get_decoder()
+        out = decoder(
+            inputs_embeds=embeds,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = out.last_hidden_state  # [B, L, D]
+        head = self.language_model.get_output_embeddings()
+        if labels is None:
+            return VIST2Output(logits=head(hidden), past_key_values=out.past_key_values, hidden_states=hidden)
+        keep = labels != IGNORE_INDEX  # [B, L]
+        logits = head(hidden[keep])  # [n_labelled, V]
+        n = int(keep.sum())
+        loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum") / max(n, 1)
+        return VIST2Output(loss=loss, logits=logits, num_labelled=n, past_key_values=out.past_key_values, hidden_states=hidden)
+
+
+__all__ = ["VIST2Model", "VIST2Output"]

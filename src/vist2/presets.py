@@ -1,0 +1,117 @@
+"""Named model shapes for `vist2 init --preset NAME`.
+
+A preset is a base `VIST2Config` keyword dict; variants change a field. `tiny` runs anywhere in
+seconds (tests, quick tries). The `qwen3-*` presets are the paper's shapes (Qwen3 + SigLIP2 at
+256 px, patch 16, K = 1024, β = 256); random-init, they are for speed and memory benchmarks,
+whose figures do not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from vist2.errors import ConfigError
+
+# SigLIP2 base at 256 px, patch 16 (google/siglip2-base-patch16-256 loads as a SigLIP vision model).
+_SIGLIP2_BASE_256 = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "image_size": 256,
+    "patch_size": 16,
+    "hidden_act": "gelu_pytorch_tanh",
+    "layer_norm_eps": 1e-6,
+    "vision_use_head": False,
+}
+
+
+def _qwen3(hidden: int, layers: int, heads: int, intermediate: int, tied: bool) -> dict[str, Any]:
+    return {
+        "model_type": "qwen3",
+        "vocab_size": 151936,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "intermediate_size": intermediate,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0},
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": tied,
+        "rms_norm_eps": 1e-6,
+    }
+
+
+_PAPER_PAGE = {
+    "chunk_tokens": 1024,
+    "visual_tokens_per_page": 256,
+    "compression_ratio": 4.0,
+    "aligner": "tanh",
+    "merge_size": 1,
+    "render": {"page_width": 256, "page_height": 256, "font_size": 8, "min_font_size": 3},
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "text_config": {
+            "model_type": "qwen3",
+            "vocab_size": 2048,
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "intermediate_size": 128,
+            "max_position_embeddings": 32768,
+            "tie_word_embeddings": True,
+        },
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 128,
+            "patch_size": 16,
+            "vision_use_head": False,
+        },
+        "chunk_tokens": 64,
+        "visual_tokens_per_page": 16,
+        "compression_ratio": 4.0,
+        "aligner": "tanh",
+        "merge_size": 2,
+        "render": {"page_width": 128, "page_height": 128, "font_size": 8, "min_font_size": 5},
+    },
+    "qwen3-0.6b": {
+        "text_config": _qwen3(1024, 28, 16, 3072, tied=True),
+        "vision_config": _SIGLIP2_BASE_256,
+        **_PAPER_PAGE,
+    },
+    "qwen3-4b": {
+        "text_config": _qwen3(2560, 36, 32, 9728, tied=True),
+        "vision_config": _SIGLIP2_BASE_256,
+        **_PAPER_PAGE,
+    },
+    "qwen3-8b": {
+        "text_config": _qwen3(4096, 36, 32, 12288, tied=False),
+        "vision_config": _SIGLIP2_BASE_256,
+        **_PAPER_PAGE,
+    },
+}
+
+
+def preset_kwargs(name: str) -> dict[str, Any]:
+    """A fresh copy of the `VIST2Config` keyword arguments of preset `name`."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def preset_config(name: str):
+    """The `VIST2Config` of preset `name`."""
+    from vist2.config import VIST2Config
+
+    return VIST2Config(**preset_kwargs(name))
