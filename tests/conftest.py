@@ -14,7 +14,7 @@ CORPORA = SHARED / "corpora"
 
 
 def tiny_config(**overrides) -> VIST2Config:
-    """A VIST2 model of ~100k parameters: K=8, β=2, 32 px pages, 2×2 merge."""
+    """A VIST2 model of ~100k parameters: K=8, β=4, 64 px pages, 2×2 merge."""
     kwargs = dict(
         text_config=dict(
             model_type="qwen3",
@@ -34,15 +34,15 @@ def tiny_config(**overrides) -> VIST2Config:
             intermediate_size=64,
             num_hidden_layers=1,
             num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
+            image_size=64,
+            patch_size=16,
             vision_use_head=False,
         ),
         chunk_tokens=8,
         visual_tokens_per_page=4,
         compression_ratio=2.0,
-        merge_size=1,
-        render={"page_width": 32, "page_height": 32, "font_size": 8, "min_font_size": 4},
+        merge_size=2,
+        render={"page_width": 64, "page_height": 64, "font_size": 8, "min_font_size": 4},
     )
     kwargs.update(overrides)
     return VIST2Config(**kwargs)

@@ -143,6 +143,15 @@ class VIST2Model(PreTrainedModel):
         flat = visual_tokens.reshape(-1, embeds.shape[-1]).to(embeds.dtype)  # [N·β, D]
         return embeds.masked_scatter(visual_mask[..., None], flat)
 
+    def _attention_mask_for_backend(self, mask, dtype: torch.dtype):
+        """SDPA takes the boolean rule-2 mask as is; eager attention silently misreads a boolean
+        mask as additive, so there it becomes 0 / -inf-like floats."""
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            return mask
+        if self.language_model.config._attn_implementation == "sdpa":
+            return mask
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -165,6 +174,7 @@ class VIST2Model(PreTrainedModel):
         if visual_tokens is None and pages is not None and pages.shape[0] > 0:
             visual_tokens = self.encode_pages(pages)
         embeds = self.embed(input_ids, visual_mask, visual_tokens)
+        attention_mask = self._attention_mask_for_backend(attention_mask, embeds.dtype)
         decoder = self.language_model.get_decoder()
         out = decoder(
             inputs_embeds=embeds,

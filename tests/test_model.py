@@ -1,0 +1,189 @@
+"""VIST2Model: a forward and backward for each stage layout, save/load, assembly from parts."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, SiglipVisionModel
+
+from conftest import tiny_config
+from vist2.chunker import Chunk
+from vist2.config import VIST2Config
+from vist2.errors import ConfigError, Vist2Error
+from vist2.layout import (
+    ChunkSegment,
+    TextSegment,
+    build_layout,
+    caption_layout,
+    collate_layouts,
+    ocr_layout,
+    olm_layout,
+    sft_layout,
+)
+from vist2.loading import load_model, save_model
+from vist2.model import VIST2Model
+
+K, BETA = 8, 4
+
+
+def chunks(n_full, tail=0, start=10):
+    out = [Chunk(tuple(range(start + i * K, start + (i + 1) * K)), "", True) for i in range(n_full)]
+    if tail:
+        out.append(Chunk(tuple(range(500, 500 + tail)), "", tail > BETA))
+    return out
+
+
+STAGES = {
+    "caption": [caption_layout([5, 6, 7, 8]), caption_layout([9, 10])],
+    "ocr": [ocr_layout([[1, 2, 3], [4, 5]]), ocr_layout([[6, 7, 8, 9]])],
+    "olm": [olm_layout(chunks(3, tail=3)), olm_layout(chunks(2))],
+    "sft": [
+        sft_layout([100, 101], chunks(2, tail=2), [102, 103], chunks(2, tail=3, start=40)),
+        sft_layout([100], chunks(1, tail=6), [102], chunks(0, tail=5)),
+    ],
+}
+
+
+def run(model, segment_lists, pages=None):
+    layouts = [build_layout(s, BETA) for s in segment_lists]
+    batch = collate_layouts(layouts)
+    n_pages = sum(lay.num_pages for lay in layouts)
+    if pages is None:
+        pages = torch.rand(n_pages, 64, 64) * 2 - 1
+    pages = pages[:n_pages]
+    return model(
+        input_ids=batch["input_ids"],
+        visual_mask=batch["visual_mask"],
+        pages=pages,
+        position_ids=batch["position_ids"],
+        attention_mask=batch["attention_mask"],
+        labels=batch["labels"],
+    )
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_forward_backward_each_stage(tiny_model, stage):
+    tiny_model.train()
+    out = run(tiny_model, STAGES[stage])
+    assert torch.isfinite(out.loss) and out.num_labelled > 0
+    out.loss.backward()
+    # the loss reaches every part: LLM, aligner and vision encoder (through the pages)
+    for part in (tiny_model.language_model, tiny_model.aligner, tiny_model.vision_model):
+        grads = [p.grad for p in part.parameters() if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), type(part).__name__
+
+
+def test_loss_is_mean_over_labelled_slots(tiny_model):
+    out = run(tiny_model, STAGES["olm"])
+    labels = collate_layouts([build_layout(s, BETA) for s in STAGES["olm"]])["labels"]
+    assert out.num_labelled == int((labels != -100).sum())
+    assert out.logits.shape == (out.num_labelled, tiny_model.config.text_config.vocab_size)
+
+
+def test_save_load_round_trip(tiny_model, tiny_tokenizer, tmp_path):
+    pages = torch.rand(8, 64, 64) * 2 - 1
+    expected = run(tiny_model, STAGES["sft"], pages)
+    save_model(tiny_model, tiny_tokenizer, tmp_path)
+    loaded, tokenizer = load_model(tmp_path)
+    got = run(loaded, STAGES["sft"], pages)
+    torch.testing.assert_close(got.logits, expected.logits)
+    assert loaded.config.to_dict()["render"] == tiny_model.config.render
+    assert tokenizer("hello")["input_ids"] == tiny_tokenizer("hello")["input_ids"]
+    lm = loaded.language_model  # tied embeddings stay tied after loading
+    assert lm.get_output_embeddings().weight.data_ptr() == lm.get_input_embeddings().weight.data_ptr()
+
+
+def test_load_reports_missing_files(tmp_path):
+    with pytest.raises(Vist2Error, match="does not exist"):
+        load_model(tmp_path / "nope")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(Vist2Error, match="tokenizer.json"):
+        load_model(tmp_path)
+
+
+def test_from_parts_uses_the_pretrained_weights(tmp_path):
+    cfg = tiny_config()
+    torch.manual_seed(1)
+    llm = AutoModelForCausalLM.from_config(cfg.text_config)
+    vision = SiglipVisionModel(cfg.vision_config)
+    llm.save_pretrained(tmp_path / "llm")
+    vision.save_pretrained(tmp_path / "vision")
+    model = VIST2Model.from_parts(
+        tmp_path / "llm",
+        tmp_path / "vision",
+        chunk_tokens=K,
+        visual_tokens_per_page=BETA,
+        compression_ratio=2.0,
+        merge_size=2,
+        render=cfg.render,
+    )
+    torch.testing.assert_close(
+        model.language_model.get_input_embeddings().weight, llm.get_input_embeddings().weight
+    )
+    w = dict(model.vision_model.named_parameters())
+    for name, p in vision.named_parameters():
+        torch.testing.assert_close(w[name], p)
+    assert torch.isfinite(run(model, STAGES["caption"]).loss)
+    with pytest.raises(Vist2Error, match="no config.json"):
+        VIST2Model.from_parts(tmp_path / "missing", tmp_path / "vision")
+
+
+def test_siglip2_naflex_encoder_and_mlp_aligner():
+    cfg = tiny_config(
+        vision_config=dict(
+            model_type="siglip2_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_patches=16,
+            patch_size=16,
+            vision_use_head=False,
+        ),
+        aligner="mlp",
+    )
+    model = VIST2Model(cfg)
+    tokens = model.encode_pages(torch.rand(3, 64, 64))
+    assert tokens.shape == (3, BETA, cfg.text_config.hidden_size)
+    assert torch.isfinite(run(model, STAGES["ocr"]).loss)
+
+
+def test_eager_attention_gets_the_same_mask_as_sdpa(tiny_model):
+    pages = torch.rand(8, 64, 64) * 2 - 1
+    sdpa = run(tiny_model, STAGES["olm"], pages)
+    tiny_model.set_attn_implementation("eager")
+    eager = run(tiny_model, STAGES["olm"], pages)
+    torch.testing.assert_close(eager.logits, sdpa.logits, atol=1e-5, rtol=1e-4)
+
+
+def test_visual_slot_count_mismatch_is_a_clear_error(tiny_model):
+    batch = collate_layouts([build_layout([ChunkSegment(tuple(range(K))), TextSegment((1,))], BETA)])
+    with pytest.raises(ValueError, match="visual slots"):
+        tiny_model(
+            input_ids=batch["input_ids"],
+            visual_mask=batch["visual_mask"],
+            pages=torch.zeros(2, 64, 64),
+            position_ids=batch["position_ids"],
+            attention_mask=batch["attention_mask"],
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"render": {"page_width": 60, "page_height": 64}}, "render.page_width"),
+        ({"visual_tokens_per_page": 8, "compression_ratio": 1.0}, "visual_tokens_per_page"),
+        ({"compression_ratio": 3.0}, "compression_ratio"),
+        ({"aligner": "conv"}, "aligner"),
+        ({"merge_size": 3}, "merge_size"),
+        ({"chunk_tokens": 0}, "chunk_tokens"),
+    ],
+)
+def test_config_errors_name_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=f"VIST2Config.{field}"):
+        tiny_config(**overrides)
+
+
+def test_config_round_trip(tmp_path):
+    cfg = tiny_config()
+    cfg.save_pretrained(tmp_path)
+    again = VIST2Config.from_pretrained(tmp_path)
+    assert again.to_dict() == cfg.to_dict()
