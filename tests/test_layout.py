@@ -173,5 +173,10 @@ def test_collate_pads_right_and_hides_padding():
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
     assert batch["labels"][1].tolist() == [IGNORE_INDEX] * 3
     mask = batch["attention_mask"][1, 0]
-    assert not mask[:, 1:].any()  # no row sees a padded key
+    assert not mask[0, 1:].any()  # the valid row sees no padded key
+    assert torch.equal(mask[1:, 1:], torch.eye(2, dtype=torch.bool))  # padded rows: themselves only
     assert mask.any(dim=-1).all()  # and no row is empty (no NaN from softmax)
+    left = collate_layouts([a, b], pad_id=0, padding_side="left")
+    assert left["input_ids"].tolist() == [[1, 2, 3], [0, 0, 4]]
+    assert left["attention_mask"][1, 0].any(dim=-1).all()
+    assert not left["attention_mask"][1, 0, 2, :2].any()

@@ -165,33 +165,40 @@ def make_mask_mod(persistent: torch.Tensor, chunk_id: torch.Tensor, valid: torch
     def mask_mod(b, h, q_idx, kv_idx):
         keep = persistent[b, kv_idx]
         same = (chunk_id[b, q_idx] == chunk_id[b, kv_idx]) & (chunk_id[b, kv_idx] >= 0)
-        return (kv_idx <= q_idx) & (keep | same) & valid[b, kv_idx]
+        pad_self = (q_idx == kv_idx) & ~valid[b, q_idx]  # a padded row sees itself (no NaN)
+        return ((kv_idx <= q_idx) & (keep | same) & valid[b, kv_idx]) | pad_self
 
     return mask_mod
 
 
-def collate_layouts(layouts: Sequence[SequenceLayout], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Right-pad layouts into a batch.
+def collate_layouts(
+    layouts: Sequence[SequenceLayout], pad_id: int = 0, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
+    """Pad layouts into a batch (right padding for training, left padding for generation).
 
     Returns input_ids, visual_mask, position_ids, labels, persistent, chunk_id, valid: (B, L);
-    attention_mask: (B, 1, L, L) bool (the dense rule-2 mask with padded keys hidden).
+    attention_mask: (B, 1, L, L) bool (the dense rule-2 mask with padded keys hidden; a padded
+    query row sees itself, so no row is empty and softmax never makes NaN).
     """
     if not layouts:
         raise ConfigError("cannot collate an empty batch")
+    if padding_side not in ("left", "right"):
+        raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     length = max(len(lay) for lay in layouts)
     batch = len(layouts)
 
+    def span(lay: SequenceLayout) -> slice:
+        return slice(length - len(lay), length) if padding_side == "left" else slice(0, len(lay))
+
     def stack(name: str, fill) -> torch.Tensor:
-        first = getattr(layouts[0], name)
-        out = torch.full((batch, length), fill, dtype=first.dtype)
+        out = torch.full((batch, length), fill, dtype=getattr(layouts[0], name).dtype)
         for i, lay in enumerate(layouts):
-            value = getattr(lay, name)
-            out[i, : value.shape[0]] = value
+            out[i, span(lay)] = getattr(lay, name)
         return out
 
     valid = torch.zeros(batch, length, dtype=torch.bool)
     for i, lay in enumerate(layouts):
-        valid[i, : len(lay)] = True
+        valid[i, span(lay)] = True
     persistent = stack("persistent", True)  # padded slots: persistent, but hidden by `valid`
     chunk_id = stack("chunk_id", -1)
     out = {
@@ -203,8 +210,9 @@ def collate_layouts(layouts: Sequence[SequenceLayout], pad_id: int = 0) -> dict[
         "chunk_id": chunk_id,
         "valid": valid,
     }
-    # Padded query rows still see the valid keys before them, so no row is all-False (no NaN).
-    out["attention_mask"] = visibility(persistent, chunk_id, valid)[:, None]
+    mask = visibility(persistent, chunk_id, valid)  # [B, L, L]
+    mask |= torch.diag_embed(~valid)  # padded rows see themselves only
+    out["attention_mask"] = mask[:, None]  # [B, 1, L, L]
     return out
 
 

@@ -1,0 +1,154 @@
+"""The exactness contract (DESIGN.md) and the generation features, on tiny random models."""
+
+import pytest
+import torch
+from transformers import GenerationConfig as HFGenerationConfig
+
+from vist2.chunker import decode_pieces
+from vist2.engine import Engine, GenerationConfig
+from vist2.errors import ConfigError, Vist2Error
+from vist2.layout import ChunkSegment, TextSegment, build_layout, collate_layouts
+from vist2.render import pages_to_tensor
+
+K, BETA = 8, 4
+PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
+
+
+@pytest.fixture
+def engine(tiny_model, tiny_tokenizer):
+    return Engine(tiny_model, tiny_tokenizer)
+
+
+def reference_logits(engine: Engine, prompt: str, tokens: list[int], config: GenerationConfig, compress_output: bool):
+    """One forward of the training layout over prompt + generated tokens (rule-2 mask): the logits
+    at the slots that predict each generated token, (T, V)."""
+    segments, page_texts, _ = engine.prompt_segments(prompt, config)
+    groups = [tokens[i : i + K] for i in range(0, len(tokens), K)] if compress_output else [tokens]
+    for group in groups[:-1]:
+        segments.append(ChunkSegment(tuple(group), train=True))
+    segments.append(TextSegment(tuple(groups[-1]), train=True))
+    if compress_output:
+        page_texts += decode_pieces(engine.tokenizer, groups)[:-1]
+    layout = build_layout(segments, BETA)
+    batch = collate_layouts([layout])
+    pages = pages_to_tensor(engine.renderer.render_batch(page_texts)) if page_texts else None
+    out = engine.model(
+        input_ids=batch["input_ids"],
+        visual_mask=batch["visual_mask"],
+        pages=pages,
+        position_ids=batch["position_ids"],
+        attention_mask=batch["attention_mask"],
+    )
+    slots = (batch["labels"][0] != -100).nonzero()[:, 0]
+    assert batch["labels"][0, slots].tolist() == tokens  # the slots predict exactly these tokens
+    return out.logits[0, slots].float()
+
+
+@pytest.mark.parametrize("chat", [False, True])
+@pytest.mark.parametrize("cache", ["static", "dynamic"])
+def test_global_generation_matches_one_forward_of_the_training_layout(engine, chat, cache):
+    config = GenerationConfig(policy="global", max_new_tokens=3 * K + 5, stop_on_eos=False, chat=chat, cache=cache)
+    result = engine.generate(PROMPT, config, return_logits=True)
+    assert len(result.token_ids) == 3 * K + 5
+    assert result.stats.pages >= 3 + 1  # prompt pages + three output pages
+    expected = reference_logits(engine, PROMPT, result.token_ids, config, compress_output=True)
+    torch.testing.assert_close(result.logits, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("policy", ["prompt", "none"])
+def test_baseline_policies_match_one_forward(engine, policy):
+    config = GenerationConfig(policy=policy, max_new_tokens=2 * K + 3, stop_on_eos=False)
+    result = engine.generate(PROMPT, config, return_logits=True)
+    expected = reference_logits(engine, PROMPT, result.token_ids, config, compress_output=False)
+    torch.testing.assert_close(result.logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_none_greedy_equals_hugging_face_generate(engine, tiny_tokenizer):
+    result = engine.generate(PROMPT, policy="none", max_new_tokens=40, stop_on_eos=False)
+    ids = torch.tensor([tiny_tokenizer(PROMPT, add_special_tokens=False)["input_ids"]])
+    hf = engine.model.language_model.generate(
+        ids,
+        generation_config=HFGenerationConfig(max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0),
+    )
+    assert result.token_ids == hf[0, ids.shape[1] :].tolist()
+
+
+@pytest.mark.parametrize("policy", ["global", "prompt", "none"])
+def test_a_batch_gives_the_same_tokens_as_each_prompt_alone(engine, policy):
+    prompts = [PROMPT, "Short one.", PROMPT[:40] + " and some more words to vary the length of it"]
+    config = GenerationConfig(policy=policy, max_new_tokens=2 * K + 3, stop_on_eos=False)
+    together = engine.generate(prompts, config, return_logits=True)
+    for prompt, res in zip(prompts, together, strict=True):
+        alone = engine.generate(prompt, config, return_logits=True)
+        assert res.token_ids == alone.token_ids
+        torch.testing.assert_close(res.logits, alone.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_prompt_equals_global_until_the_first_output_chunk_is_compressed(engine):
+    kw = dict(max_new_tokens=2 * K, stop_on_eos=False)
+    glob = engine.generate(PROMPT, policy="global", return_logits=True, **kw)
+    prompt = engine.generate(PROMPT, policy="prompt", return_logits=True, **kw)
+    assert glob.token_ids[:K] == prompt.token_ids[:K]
+    torch.testing.assert_close(glob.logits[:K], prompt.logits[:K])
+    # from token K on, global reads chunk 1 through its page: the logits must differ
+    assert not torch.allclose(glob.logits[K:], prompt.logits[K:])
+
+
+def test_global_cache_stays_bounded(engine):
+    n = 20 * K
+    glob = engine.generate(PROMPT, policy="global", max_new_tokens=n, stop_on_eos=False)
+    none = engine.generate(PROMPT, policy="none", max_new_tokens=n, stop_on_eos=False)
+    segments, _, _ = engine.prompt_segments(PROMPT, GenerationConfig())
+    persistent_prompt = len(build_layout(segments, BETA))
+    persistent = persistent_prompt + (n // K) * BETA  # prompt + output pages
+    assert glob.stats.peak_cache_entries <= persistent + K + BETA
+    assert none.stats.peak_cache_entries == none.stats.prompt_tokens + n - 1
+    # r = 2 here: output costs β/K = 1/2 of the text, plus the prompt and one open chunk
+    assert glob.stats.peak_cache_bytes < 0.6 * none.stats.peak_cache_bytes
+    per_entry = glob.stats.peak_cache_bytes / glob.stats.peak_cache_entries
+    assert per_entry == none.stats.peak_cache_bytes / none.stats.peak_cache_entries
+
+
+def test_sampling_is_seeded_and_respects_top_k(engine):
+    kw = dict(policy="global", max_new_tokens=12, temperature=0.8, top_p=0.9, top_k=5, seed=3, stop_on_eos=False)
+    a = engine.generate(PROMPT, return_logits=True, **kw)
+    b = engine.generate(PROMPT, **kw)
+    assert a.token_ids == b.token_ids
+    for logits, token in zip(a.logits, a.token_ids, strict=True):
+        assert token in logits.topk(5).indices.tolist()
+
+
+def test_streaming_hands_out_the_same_text(engine):
+    pieces = list(engine.stream(PROMPT, max_new_tokens=2 * K, stop_on_eos=False))
+    result = engine.generate(PROMPT, max_new_tokens=2 * K, stop_on_eos=False)
+    assert len(pieces) > 1 and "".join(pieces) == result.text
+
+
+def test_stop_strings_and_eos(engine, tiny_tokenizer):
+    free = engine.generate(PROMPT, max_new_tokens=30, stop_on_eos=False)
+    stop = free.text[5:8]
+    cut = engine.generate(PROMPT, max_new_tokens=30, stop_on_eos=False, stop_strings=(stop,))
+    assert cut.finish_reason == "stop" and cut.text == free.text[: free.text.find(stop)]
+    eos = free.token_ids[3]
+    engine.stop_ids = {eos}
+    ended = engine.generate(PROMPT, max_new_tokens=30)
+    assert ended.finish_reason == "eos" and ended.token_ids[-1] == eos
+
+
+def test_stats_are_filled(engine):
+    res = engine.generate(PROMPT, policy="global", max_new_tokens=2 * K + 1, stop_on_eos=False)
+    s = res.stats
+    assert s.generated_tokens == 2 * K + 1 and s.pages == s.visual_tokens // BETA
+    assert s.prompt_tokens > 0 and s.ttft_s > 0 and s.decode_tokens_per_s > 0
+    assert s.render_s > 0 and s.vision_s > 0 and s.llm_s > 0
+
+
+def test_bad_requests_are_clear_errors(engine):
+    with pytest.raises(Vist2Error, match="empty"):
+        engine.generate("   ")
+    with pytest.raises(ConfigError, match="policy"):
+        engine.generate(PROMPT, policy="partial")
+    with pytest.raises(ConfigError, match="stop_strings"):
+        engine.generate(PROMPT, stop_strings=("",))
+    with pytest.raises(Vist2Error, match="max_position_embeddings"):
+        engine.generate(PROMPT, policy="none", max_new_tokens=10_000)
