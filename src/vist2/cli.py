@@ -114,6 +114,45 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- vist2 generate ------------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from vist2.engine import Engine, GenerationConfig
+
+    prompt = read_text_file(args.prompt_file) if args.prompt_file else args.prompt
+    config = GenerationConfig(
+        policy=args.policy,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        stop_strings=tuple(args.stop or ()),
+        chat=args.chat,
+        cache=args.cache,
+    )
+    dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    engine = Engine.from_pretrained(args.model, dtype=dtype, device=args.device)
+
+    def show(_row: int, text: str) -> None:
+        print(text, end="", flush=True)
+
+    result = engine.generate(prompt, config, on_text=None if args.json else show)
+    stats = result.stats.to_dict()
+    if args.json:
+        print(json.dumps({"text": result.text, "finish_reason": result.finish_reason, "stats": stats}, ensure_ascii=False))
+    else:
+        print()
+        summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items())
+        print(f"[{args.policy}] finish={result.finish_reason} {summary}", file=sys.stderr)
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------------
 
 
@@ -140,6 +179,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="tokenizer directory overriding the model's or preset's")
     p.add_argument("--max-pages", type=int, help="render at most this many pages")
     p.set_defaults(func=cmd_render)
+
+    from vist2.engine import POLICIES
+
+    p = sub.add_parser("generate", help="generate text under a context policy; stats to stderr")
+    p.add_argument("--model", required=True, help="model directory")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text")
+    src.add_argument("--prompt-file", help="UTF-8 file holding the prompt")
+    p.add_argument("--policy", default="global", help=f"context policy: {', '.join(POLICIES)} (default global)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", action="append", help="stop string (repeatable)")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    p.add_argument("--cache", default="static", choices=["static", "dynamic"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--json", action="store_true", help="print one JSON object {text, stats} instead of streaming")
+    p.set_defaults(func=cmd_generate)
     return parser
 
 

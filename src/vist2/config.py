@@ -140,3 +140,6 @@ class VIST2Config(PreTrainedConfig):
 
 
 __all__ = ["VIST2Config"]
+
+# `import vist2` makes AutoConfig (and AutoTokenizer, which reads config.json) know the model type.
+AutoConfig.register("vist2", VIST2Config, exist_ok=True)

@@ -196,3 +196,6 @@ class VIST2Model(PreTrainedModel):
 
 
 __all__ = ["VIST2Model", "VIST2Output"]
+
+# After `import vist2`, `AutoModel.from_pretrained(dir)` builds a VIST2Model.
+AutoModel.register(VIST2Config, VIST2Model, exist_ok=True)
