@@ -106,6 +106,8 @@ class GenerationResult:
     finish_reason: str  # "eos", "stop" (a stop string) or "length"
     stats: GenerationStats
     logits: torch.Tensor | None = None  # (generated, V) float32, with return_logits=True
+    token_times: list[float] = field(default_factory=list)  # perf_counter() when each token was picked
+    cache_entries: list[int] = field(default_factory=list)  # live cache entries when each token was picked
 
 
 @dataclass
@@ -119,6 +121,8 @@ class _Row:
     chunk_text: str = ""  # characters completed by the tokens of the current (open) chunk
     finish_reason: str | None = None
     logits: list[torch.Tensor] = field(default_factory=list)
+    token_times: list[float] = field(default_factory=list)
+    cache_entries: list[int] = field(default_factory=list)
 
 
 class Engine:
@@ -261,15 +265,20 @@ class Engine:
         max_chunks = config.max_new_tokens // k + 1 if compress_output else 0
         capacity = length + (k + beta * (max_chunks + 1) if compress_output else config.max_new_tokens + 1)
         cache = make_cache(config.cache, self.config.text_config.num_hidden_layers, capacity)
+        # A prompt holds persistent slots only, so rule 2 is plain causal attention over the valid
+        # slots: a (B, L) padding mask lets the backend use its causal kernel instead of an
+        # (L x L) mask (1 GB at 32k slots).
+        prefill_mask = batch["valid"] if bool(batch["persistent"].all()) else batch["attention_mask"]
         t_llm = time.perf_counter()
         out = self.model(
             input_ids=batch["input_ids"].to(device),
             visual_mask=batch["visual_mask"].to(device),
             visual_tokens=visual,
             position_ids=batch["position_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
+            attention_mask=prefill_mask.to(device),
             past_key_values=cache,
             use_cache=True,
+            logits_to_keep=1,
         )
         logits = out.logits[:, -1].float()  # [B, V]
         _sync(device)
@@ -281,13 +290,17 @@ class Engine:
         chunk_pos = next_pos.clone()  # position of the open chunk's first text token, per row
         n_in_chunk = 0
         first_token_at = None
+        live = key_valid.sum(dim=1).tolist()  # [B] cache entries each row attends over
         for step in range(config.max_new_tokens):
             token = _sample(logits, config, generator)  # [B]
+            now = time.perf_counter()
             if first_token_at is None:
-                first_token_at = time.perf_counter()
+                first_token_at = now
             for i, row in enumerate(rows):
                 if row.finish_reason is not None:
                     continue
+                row.token_times.append(now)
+                row.cache_entries.append(int(live[i]))
                 if return_logits:
                     row.logits.append(logits[i].cpu())
                 delta = self._append(row, int(token[i]), config)
@@ -316,13 +329,14 @@ class Engine:
                 self._track_cache(rows, key_valid, per_entry)
                 evict_range(cache, chunk_start, chunk_start + k)
                 key_valid = torch.cat([key_valid[:, :chunk_start], key_valid[:, chunk_start + k :]], 1)
+                live = key_valid.sum(dim=1).tolist()
                 chunk_pos = chunk_pos + beta
                 next_pos = chunk_pos.clone()
                 chunk_start += beta
                 n_in_chunk = 0
             else:
                 logits, key_valid = self._step(cache, token[:, None], next_pos[:, None], key_valid)
-                self._track_cache(rows, key_valid, per_entry)
+                live = self._track_cache(rows, key_valid, per_entry)
                 next_pos = next_pos + 1
             _sync(device)
             llm_s += time.perf_counter() - t_llm
@@ -337,7 +351,9 @@ class Engine:
             s.decode_tokens_per_s = (len(row.tokens) - 1) / max(end - first_token_at, 1e-9) if len(row.tokens) > 1 else 0.0
             s.render_s, s.vision_s, s.llm_s, s.total_s = render_s, vision_s, llm_s, end - start
             logits_out = torch.stack(row.logits) if return_logits and row.logits else None
-            results.append(GenerationResult(row.text, row.tokens, row.finish_reason, s, logits_out))
+            results.append(
+                GenerationResult(row.text, row.tokens, row.finish_reason, s, logits_out, row.token_times, row.cache_entries)
+            )
         yield results
 
     def _step(self, cache, ids, positions, key_valid, visual_mask=None, visual_tokens=None):
@@ -357,6 +373,7 @@ class Engine:
             attention_mask=mask,
             past_key_values=cache,
             use_cache=True,
+            logits_to_keep=1,
         )
         return out.logits[:, -1].float(), key_valid
 
@@ -386,12 +403,14 @@ class Engine:
         return delta
 
     @staticmethod
-    def _track_cache(rows: list[_Row], key_valid: torch.Tensor, per_entry: int) -> None:
+    def _track_cache(rows: list[_Row], key_valid: torch.Tensor, per_entry: int) -> list[int]:
+        """Update each row's peak cache figures; return the live entries per row."""
         live = key_valid.sum(dim=1).tolist()  # entries each row attends over
         for row, n in zip(rows, live, strict=True):
             if row.finish_reason is None or row.stats.peak_cache_entries == 0:
                 row.stats.peak_cache_entries = max(row.stats.peak_cache_entries, int(n))
                 row.stats.peak_cache_bytes = row.stats.peak_cache_entries * per_entry
+        return live
 
     def _check_position_budget(self, layouts, config: GenerationConfig) -> None:
         budget = getattr(self.config.text_config, "max_position_embeddings", None)

@@ -163,13 +163,15 @@ class VIST2Model(PreTrainedModel):
         past_key_values=None,
         use_cache: bool = False,
         visual_tokens: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
         **kwargs,
     ) -> VIST2Output:
         """One pass over a laid-out batch (see `vist2.layout.collate_layouts`).
 
         input_ids, visual_mask, position_ids, labels: (B, L); pages: (N, H, W) in slot order (or
         precomputed `visual_tokens` (N, β, D)); attention_mask: (B, 1, L, L_kv) bool, or a
-        flex-attention BlockMask. With `labels`, logits are computed for labelled slots only.
+        flex-attention BlockMask. With `labels`, logits are computed for labelled slots only;
+        without, for the last `logits_to_keep` slots (0 = all).
         """
         if visual_tokens is None and pages is not None and pages.shape[0] > 0:
             visual_tokens = self.encode_pages(pages)
@@ -187,7 +189,8 @@ class VIST2Model(PreTrainedModel):
         hidden = out.last_hidden_state  # [B, L, D]
         head = self.language_model.get_output_embeddings()
         if labels is None:
-            return VIST2Output(logits=head(hidden), past_key_values=out.past_key_values, hidden_states=hidden)
+            kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden  # [B, n, D]
+            return VIST2Output(logits=head(kept), past_key_values=out.past_key_values, hidden_states=hidden)
         keep = labels != IGNORE_INDEX  # [B, L]
         logits = head(hidden[keep])  # [n_labelled, V]
         n = int(keep.sum())
