@@ -85,6 +85,35 @@ PRESETS: dict[str, dict[str, Any]] = {
         "merge_size": 2,
         "render": {"page_width": 128, "page_height": 128, "font_size": 8, "min_font_size": 5},
     },
+    # Shape-alike of the paper's set-up for CPU benchmarks: the paper's page (256 px, patch 16,
+    # K = 1024, β = 256) with a narrow Qwen3-style LLM and SigLIP-style encoder, so a 32k-token
+    # sweep of all three policies fits in minutes on two cores. Vocabulary: the tiny tokenizer's.
+    "bench-cpu": {
+        "text_config": {
+            "model_type": "qwen3",
+            "vocab_size": 2048,
+            "hidden_size": 256,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 64,
+            "intermediate_size": 768,
+            "max_position_embeddings": 131072,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0},
+            "tie_word_embeddings": True,
+        },
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": 192,
+            "intermediate_size": 768,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 3,
+            "image_size": 256,
+            "patch_size": 16,
+            "vision_use_head": False,
+        },
+        **_PAPER_PAGE,
+    },
     "qwen3-0.6b": {
         "text_config": _qwen3(1024, 28, 16, 3072, tied=True),
         "vision_config": _SIGLIP2_BASE_256,
