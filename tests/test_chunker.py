@@ -1,9 +1,9 @@
 """Chunking and causal chunk decoding, with the real Qwen3 tokenizer."""
 
 import pytest
+from conftest import CORPORA
 from tokenizers import Tokenizer, models
 
-from conftest import CORPORA
 from vist2.chunker import decode_pieces, split_into_chunks
 
 MIXED = "红楼梦 😀😀 abc 𠀀𠀁 naïve café — «ok» 龘龘"
@@ -46,7 +46,9 @@ def test_real_text_chunks_round_trip(qwen3_tokenizer, name):
     text = path.read_text(encoding="utf-8")[:20000]
     ids = qwen3_tokenizer(text, add_special_tokens=False)["input_ids"]
     for k in (64, 1024):
-        chunks = split_into_chunks(ids, qwen3_tokenizer, chunk_tokens=k, visual_tokens_per_page=k // 4)
+        chunks = split_into_chunks(
+            ids, qwen3_tokenizer, chunk_tokens=k, visual_tokens_per_page=k // 4
+        )
         assert "".join(c.text for c in chunks) == qwen3_tokenizer.decode(ids)
         assert sum(len(c.token_ids) for c in chunks) == len(ids)
         assert not any("\ufffd" in c.text for c in chunks)

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import CORPORA
+
 from vist2.cli import main
 
 
@@ -24,7 +24,9 @@ def test_render_reports_the_compression(tiny_dir, tmp_path, capsys):
     text = (CORPORA / "en" / "pride_and_prejudice.txt").read_text(encoding="utf-8")[:6000]
     src = tmp_path / "in.txt"
     src.write_text(text, encoding="utf-8")
-    assert main(["render", str(src), "--model", str(tiny_dir), "--out", str(tmp_path / "pages")]) == 0
+    assert (
+        main(["render", str(src), "--model", str(tiny_dir), "--out", str(tmp_path / "pages")]) == 0
+    )
     out = capsys.readouterr().out
     assert "visual tokens" in out and "ratio" in out and "pages/s" in out
     pngs = sorted((tmp_path / "pages").glob("page_*.png"))
@@ -35,12 +37,30 @@ def test_render_reports_the_compression(tiny_dir, tmp_path, capsys):
 
 def test_generate_json_reports_a_bounded_cache(tiny_dir, capsys):
     k, beta = 64, 16
-    args = ["generate", "--model", str(tiny_dir), "--prompt", "Call me Ishmael.", "--max-new-tokens", "300", "--json"]
+    args = [
+        "generate",
+        "--model",
+        str(tiny_dir),
+        "--prompt",
+        "Call me Ishmael.",
+        "--max-new-tokens",
+        "300",
+        "--json",
+    ]
     assert main([*args, "--policy", "global"]) == 0
     glob = json.loads(capsys.readouterr().out)
     assert main([*args, "--policy", "none"]) == 0
     none = json.loads(capsys.readouterr().out)
-    for key in ("prompt_tokens", "visual_tokens", "generated_tokens", "pages", "peak_cache_entries", "peak_cache_bytes", "ttft_s", "decode_tokens_per_s"):
+    for key in (
+        "prompt_tokens",
+        "visual_tokens",
+        "generated_tokens",
+        "pages",
+        "peak_cache_entries",
+        "peak_cache_bytes",
+        "ttft_s",
+        "decode_tokens_per_s",
+    ):
         assert key in glob["stats"]
     s = glob["stats"]
     persistent = s["prompt_tokens"] + s["visual_tokens"]  # a short prompt stays raw text
@@ -49,7 +69,10 @@ def test_generate_json_reports_a_bounded_cache(tiny_dir, capsys):
 
 
 def test_generate_streams_text_and_stats(tiny_dir, capsys):
-    assert main(["generate", "--model", str(tiny_dir), "--prompt", "Hello", "--max-new-tokens", "8"]) == 0
+    assert (
+        main(["generate", "--model", str(tiny_dir), "--prompt", "Hello", "--max-new-tokens", "8"])
+        == 0
+    )
     captured = capsys.readouterr()
     assert captured.out.strip() and "generated_tokens=8" in captured.err
 
@@ -65,7 +88,20 @@ def test_generate_streams_text_and_stats(tiny_dir, capsys):
         (["generate", "--model", "{tiny}", "--prompt", " "], "prompt is empty"),
         (["generate", "--model", "{tiny}", "--prompt", "x", "--policy", "partial"], "policy"),
         (["generate", "--model", "{tiny}", "--prompt", "x", "--stop", ""], "stop_strings"),
-        (["generate", "--model", "{tiny}", "--prompt", "x", "--policy", "none", "--max-new-tokens", "50000"], "max_position_embeddings"),
+        (
+            [
+                "generate",
+                "--model",
+                "{tiny}",
+                "--prompt",
+                "x",
+                "--policy",
+                "none",
+                "--max-new-tokens",
+                "50000",
+            ],
+            "max_position_embeddings",
+        ),
     ],
 )
 def test_bad_input_gets_one_clear_line(argv, message, tiny_dir, tmp_path, capsys):
@@ -86,6 +122,9 @@ def test_page_size_the_patch_does_not_divide_is_a_clear_error(tiny_dir, tmp_path
         (bad / f.name).write_bytes(f.read_bytes())
     (bad / "config.json").write_text(json.dumps(config))
     (tmp_path / "t.txt").write_text("some text")
-    assert main(["render", str(tmp_path / "t.txt"), "--model", str(bad), "--out", str(tmp_path / "p")]) == 2
+    assert (
+        main(["render", str(tmp_path / "t.txt"), "--model", str(bad), "--out", str(tmp_path / "p")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "render.page_width (120) is not divisible by vision_config.patch_size (16)" in err

@@ -19,7 +19,9 @@ def engine(tiny_model, tiny_tokenizer):
     return Engine(tiny_model, tiny_tokenizer)
 
 
-def reference_logits(engine: Engine, prompt: str, tokens: list[int], config: GenerationConfig, compress_output: bool):
+def reference_logits(
+    engine: Engine, prompt: str, tokens: list[int], config: GenerationConfig, compress_output: bool
+):
     """One forward of the training layout over prompt + generated tokens (rule-2 mask): the logits
     at the slots that predict each generated token, (T, V)."""
     segments, page_texts, _ = engine.prompt_segments(prompt, config)
@@ -47,7 +49,9 @@ def reference_logits(engine: Engine, prompt: str, tokens: list[int], config: Gen
 @pytest.mark.parametrize("chat", [False, True])
 @pytest.mark.parametrize("cache", ["static", "dynamic"])
 def test_global_generation_matches_one_forward_of_the_training_layout(engine, chat, cache):
-    config = GenerationConfig(policy="global", max_new_tokens=3 * K + 5, stop_on_eos=False, chat=chat, cache=cache)
+    config = GenerationConfig(
+        policy="global", max_new_tokens=3 * K + 5, stop_on_eos=False, chat=chat, cache=cache
+    )
     result = engine.generate(PROMPT, config, return_logits=True)
     assert len(result.token_ids) == 3 * K + 5
     assert result.stats.pages >= 3 + 1  # prompt pages + three output pages
@@ -68,7 +72,9 @@ def test_none_greedy_equals_hugging_face_generate(engine, tiny_tokenizer):
     ids = torch.tensor([tiny_tokenizer(PROMPT, add_special_tokens=False)["input_ids"]])
     hf = engine.model.language_model.generate(
         ids,
-        generation_config=HFGenerationConfig(max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0),
+        generation_config=HFGenerationConfig(
+            max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0
+        ),
     )
     assert result.token_ids == hf[0, ids.shape[1] :].tolist()
 
@@ -110,7 +116,15 @@ def test_global_cache_stays_bounded(engine):
 
 
 def test_sampling_is_seeded_and_respects_top_k(engine):
-    kw = dict(policy="global", max_new_tokens=12, temperature=0.8, top_p=0.9, top_k=5, seed=3, stop_on_eos=False)
+    kw = dict(
+        policy="global",
+        max_new_tokens=12,
+        temperature=0.8,
+        top_p=0.9,
+        top_k=5,
+        seed=3,
+        stop_on_eos=False,
+    )
     a = engine.generate(PROMPT, return_logits=True, **kw)
     b = engine.generate(PROMPT, **kw)
     assert a.token_ids == b.token_ids

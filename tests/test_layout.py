@@ -111,13 +111,19 @@ def test_mask_mod_equals_dense_mask():
 
 
 def test_labels_rule3_first_token_of_next_chunk_from_last_visual():
-    segs = [ChunkSegment((10, 11, 12), train=True), ChunkSegment((13, 14, 15), train=True), TextSegment((16,), train=True)]
+    segs = [
+        ChunkSegment((10, 11, 12), train=True),
+        ChunkSegment((13, 14, 15), train=True),
+        TextSegment((16,), train=True),
+    ]
     lay = build_layout(segs, BETA)
     labels = lay.labels.tolist()
     # slots: 0-2 text c0 | 3-4 vis c0 | 5-7 text c1 | 8-9 vis c1 | 10 raw
     assert labels[0:2] == [11, 12]
     assert labels[2] == IGNORE_INDEX  # last text of a chunk predicts nothing: its page comes next
-    assert labels[3] == IGNORE_INDEX and labels[4] == 13  # last visual token predicts chunk 1's first
+    assert (
+        labels[3] == IGNORE_INDEX and labels[4] == 13
+    )  # last visual token predicts chunk 1's first
     assert labels[9] == 16
     assert labels[10] == IGNORE_INDEX
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import AutoModelForCausalLM, SiglipVisionModel
 
-from conftest import tiny_config
 from vist2.chunker import Chunk
 from vist2.config import VIST2Config
 from vist2.errors import ConfigError, Vist2Error
@@ -88,7 +88,9 @@ def test_save_load_round_trip(tiny_model, tiny_tokenizer, tmp_path):
     assert loaded.config.to_dict()["render"] == tiny_model.config.render
     assert tokenizer("hello")["input_ids"] == tiny_tokenizer("hello")["input_ids"]
     lm = loaded.language_model  # tied embeddings stay tied after loading
-    assert lm.get_output_embeddings().weight.data_ptr() == lm.get_input_embeddings().weight.data_ptr()
+    assert (
+        lm.get_output_embeddings().weight.data_ptr() == lm.get_input_embeddings().weight.data_ptr()
+    )
 
 
 def test_load_reports_missing_files(tmp_path):
@@ -155,7 +157,9 @@ def test_eager_attention_gets_the_same_mask_as_sdpa(tiny_model):
 
 
 def test_visual_slot_count_mismatch_is_a_clear_error(tiny_model):
-    batch = collate_layouts([build_layout([ChunkSegment(tuple(range(K))), TextSegment((1,))], BETA)])
+    batch = collate_layouts(
+        [build_layout([ChunkSegment(tuple(range(K))), TextSegment((1,))], BETA)]
+    )
     with pytest.raises(ValueError, match="visual slots"):
         tiny_model(
             input_ids=batch["input_ids"],

@@ -216,14 +216,16 @@ def test_auto_fit_picks_the_largest_size_that_fits():
     line_height = round(page.font_size * config.line_spacing)
     assert page.lines * line_height <= config.page_height - 2 * config.margin
     # One size up does not fit.
-    bigger = RenderConfig(font_size=page.font_size + 1, min_font_size=page.font_size + 1)
+    bigger = RenderConfig(
+        font_size=page.font_size + 1, min_font_size=page.font_size + 1, overflow="error"
+    )
     with pytest.raises(PageOverflowError):
         PageRenderer(bigger).render(text)
 
 
 def test_overflow_error_names_the_chunk():
     text = corpus("en", "moby_dick.txt", 30_000, 6000)
-    renderer = PageRenderer(RenderConfig(**SMALL))
+    renderer = PageRenderer(RenderConfig(**SMALL, overflow="error"))
     with pytest.raises(PageOverflowError, match="chunk 7") as info:
         renderer.render(text, index=7)
     message = str(info.value)
@@ -336,3 +338,14 @@ def test_config_dict_round_trip():
 
 def test_default_font_is_found():
     assert Path(default_font_path()).is_file()
+
+
+def test_hard_line_breaks_reflow_with_visible_marks_when_they_overflow():
+    verse = "\n".join(f"line {i}" for i in range(40))  # 40 short lines, a 128 px page has 17
+    config = RenderConfig(page_width=128, page_height=128, font_size=8, min_font_size=6)
+    page = PageRenderer(config).render(verse)
+    assert page.reflowed and page.lines < 40
+    with pytest.raises(PageOverflowError):
+        PageRenderer(RenderConfig(**{**config.to_dict(), "overflow": "error"})).render(verse)
+    lines = PageRenderer(config).wrap(verse)
+    assert "\u21b5" in "".join(lines) and "line 39" in "".join(lines)  # nothing dropped

@@ -93,7 +93,9 @@ def evict_range(cache: Cache, start: int, stop: int) -> None:
             layer.evict(start, stop)
         else:  # DynamicLayer: rebuild from the two kept slices
             layer.keys = torch.cat([layer.keys[:, :, :start], layer.keys[:, :, stop:]], dim=-2)
-            layer.values = torch.cat([layer.values[:, :, :start], layer.values[:, :, stop:]], dim=-2)
+            layer.values = torch.cat(
+                [layer.values[:, :, :start], layer.values[:, :, stop:]], dim=-2
+            )
 
 
 def make_cache(kind: str, num_layers: int, capacity: int) -> Cache:
@@ -107,7 +109,10 @@ def make_cache(kind: str, num_layers: int, capacity: int) -> Cache:
 
 def cache_bytes_per_entry(text_config, dtype: torch.dtype) -> int:
     """Bytes one cached token costs across all layers (keys + values)."""
-    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+    head_dim = (
+        getattr(text_config, "head_dim", None)
+        or text_config.hidden_size // text_config.num_attention_heads
+    )
     kv_heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
     elem = torch.empty((), dtype=dtype).element_size()
     return 2 * text_config.num_hidden_layers * kv_heads * head_dim * elem

@@ -16,7 +16,9 @@ def chat_parts(tokenizer, **template_kwargs) -> tuple[list[int], list[int]]:
     """(prefix_ids, middle_ids): template tokens before the user's text and after it, up to and
     including the assistant header (the generation prompt)."""
     if not getattr(tokenizer, "chat_template", None):
-        raise Vist2Error("the tokenizer has no chat template; drop --chat or use a tokenizer that has one")
+        raise Vist2Error(
+            "the tokenizer has no chat template; drop --chat or use a tokenizer that has one"
+        )
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": _PLACEHOLDER}],
         tokenize=False,

@@ -34,7 +34,9 @@ def backend_tokenizer(tokenizer) -> Tokenizer:
     """The Rust `tokenizers.Tokenizer` behind a Hugging Face tokenizer (or the object itself)."""
     if isinstance(tokenizer, Tokenizer):
         return tokenizer
-    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(
+        tokenizer, "_tokenizer", None
+    )
     if not isinstance(backend, Tokenizer):
         raise ConfigError(
             f"tokenizer of type {type(tokenizer).__name__} has no fast (Rust) backend; "

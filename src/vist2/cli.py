@@ -61,7 +61,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"K={config.chunk_tokens}, β={config.visual_tokens_per_page}, r={config.compression_ratio:g}"
     )
     if args.tokenizer is None and args.preset != "tiny":
-        print("note: the bundled tiny tokenizer stands in; pass --tokenizer DIR for a real one", file=sys.stderr)
+        print(
+            "note: the bundled tiny tokenizer stands in; pass --tokenizer DIR for a real one",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -99,7 +102,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         Image.fromarray(page.image).save(out / f"page_{i:05d}.png", optimize=True)
 
     text_tokens = sum(len(c.token_ids) for c in compressed)
-    raw_tail = sum(len(c.token_ids) for c in chunks if not c.compressed) if args.max_pages is None else 0
+    raw_tail = (
+        sum(len(c.token_ids) for c in chunks if not c.compressed) if args.max_pages is None else 0
+    )
     visual = len(pages) * beta
     missing = sum(p.missing_chars for p in pages)
     sizes = sorted({p.font_size for p in pages})
@@ -145,10 +150,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     result = engine.generate(prompt, config, on_text=None if args.json else show)
     stats = result.stats.to_dict()
     if args.json:
-        print(json.dumps({"text": result.text, "finish_reason": result.finish_reason, "stats": stats}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {"text": result.text, "finish_reason": result.finish_reason, "stats": stats},
+                ensure_ascii=False,
+            )
+        )
     else:
         print()
-        summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items())
+        summary = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()
+        )
         print(f"[{args.policy}] finish={result.finish_reason} {summary}", file=sys.stderr)
     return 0
 
@@ -175,7 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the page PNGs")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="model directory: its tokenizer, K, β and page settings")
-    src.add_argument("--preset", default="tiny", help=f"preset instead of a model (default tiny): {', '.join(PRESETS)}")
+    src.add_argument(
+        "--preset",
+        default="tiny",
+        help=f"preset instead of a model (default tiny): {', '.join(PRESETS)}",
+    )
     p.add_argument("--tokenizer", help="tokenizer directory overriding the model's or preset's")
     p.add_argument("--max-pages", type=int, help="render at most this many pages")
     p.set_defaults(func=cmd_render)
@@ -187,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
     src.add_argument("--prompt-file", help="UTF-8 file holding the prompt")
-    p.add_argument("--policy", default="global", help=f"context policy: {', '.join(POLICIES)} (default global)")
+    p.add_argument(
+        "--policy", default="global", help=f"context policy: {', '.join(POLICIES)} (default global)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -198,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default="static", choices=["static", "dynamic"])
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--json", action="store_true", help="print one JSON object {text, stats} instead of streaming")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object {text, stats} instead of streaming",
+    )
     p.set_defaults(func=cmd_generate)
     return parser
 

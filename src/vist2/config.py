@@ -59,7 +59,12 @@ class VIST2Config(PreTrainedConfig):
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
         if self.render is None:
-            self.render = {"page_width": 256, "page_height": 256, "font_size": 8, "min_font_size": 4}
+            self.render = {
+                "page_width": 256,
+                "page_height": 256,
+                "font_size": 8,
+                "min_font_size": 4,
+            }
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
         self.check()
 
@@ -85,16 +90,22 @@ class VIST2Config(PreTrainedConfig):
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"VIST2Config.chunk_tokens must be a positive integer, got {k!r}")
         if not isinstance(beta, int) or beta < 1:
-            raise ConfigError(f"VIST2Config.visual_tokens_per_page must be a positive integer, got {beta!r}")
+            raise ConfigError(
+                f"VIST2Config.visual_tokens_per_page must be a positive integer, got {beta!r}"
+            )
         if abs(k - ratio * beta) > 1e-6:
             raise ConfigError(
                 f"VIST2Config.compression_ratio ({ratio}) must equal chunk_tokens / "
                 f"visual_tokens_per_page ({k} / {beta} = {k / beta:g})"
             )
         if self.aligner not in ALIGNERS:
-            raise ConfigError(f"VIST2Config.aligner must be one of {ALIGNERS}, got {self.aligner!r}")
+            raise ConfigError(
+                f"VIST2Config.aligner must be one of {ALIGNERS}, got {self.aligner!r}"
+            )
         if not isinstance(self.merge_size, int) or self.merge_size < 1:
-            raise ConfigError(f"VIST2Config.merge_size must be a positive integer, got {self.merge_size!r}")
+            raise ConfigError(
+                f"VIST2Config.merge_size must be a positive integer, got {self.merge_size!r}"
+            )
         for field in ("page_width", "page_height"):
             if field not in self.render:
                 raise ConfigError(f"VIST2Config.render.{field} is missing")

@@ -62,9 +62,13 @@ class GenerationConfig:
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
-            raise ConfigError(f"GenerationConfig.policy must be one of {POLICIES}, got {self.policy!r}")
+            raise ConfigError(
+                f"GenerationConfig.policy must be one of {POLICIES}, got {self.policy!r}"
+            )
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ConfigError(f"GenerationConfig.max_new_tokens must be >= 1, got {self.max_new_tokens!r}")
+            raise ConfigError(
+                f"GenerationConfig.max_new_tokens must be >= 1, got {self.max_new_tokens!r}"
+            )
         if self.temperature < 0:
             raise ConfigError(f"GenerationConfig.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -75,7 +79,9 @@ class GenerationConfig:
         if any(not s for s in self.stop_strings):
             raise ConfigError("GenerationConfig.stop_strings must not contain an empty string")
         if self.cache not in ("static", "dynamic"):
-            raise ConfigError(f"GenerationConfig.cache must be 'static' or 'dynamic', got {self.cache!r}")
+            raise ConfigError(
+                f"GenerationConfig.cache must be 'static' or 'dynamic', got {self.cache!r}"
+            )
 
 
 @dataclass
@@ -106,8 +112,12 @@ class GenerationResult:
     finish_reason: str  # "eos", "stop" (a stop string) or "length"
     stats: GenerationStats
     logits: torch.Tensor | None = None  # (generated, V) float32, with return_logits=True
-    token_times: list[float] = field(default_factory=list)  # perf_counter() when each token was picked
-    cache_entries: list[int] = field(default_factory=list)  # live cache entries when each token was picked
+    token_times: list[float] = field(
+        default_factory=list
+    )  # perf_counter() when each token was picked
+    cache_entries: list[int] = field(
+        default_factory=list
+    )  # live cache entries when each token was picked
 
 
 @dataclass
@@ -143,7 +153,9 @@ class Engine:
         self.beta = model.config.visual_tokens_per_page
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop_ids = {
-            t for t in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")) if isinstance(t, int) and t >= 0
+            t
+            for t in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+            if isinstance(t, int) and t >= 0
         }
 
     @classmethod
@@ -182,7 +194,9 @@ class Engine:
                 on_text(*event)
         return results[0] if single else results
 
-    def stream(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> Iterator[str]:
+    def stream(
+        self, prompt: str, config: GenerationConfig | None = None, **overrides
+    ) -> Iterator[str]:
         """Yield the text of one prompt's answer piece by piece as it is generated."""
         config = self._config(config, overrides)
         for event in self._run([prompt], config, False):
@@ -200,7 +214,9 @@ class Engine:
 
     # -- prompt preparation ----------------------------------------------------------------------
 
-    def prompt_segments(self, prompt: str, config: GenerationConfig) -> tuple[list[Segment], list[str], int]:
+    def prompt_segments(
+        self, prompt: str, config: GenerationConfig
+    ) -> tuple[list[Segment], list[str], int]:
         """(segments, page texts, prompt text tokens) of one prompt under `config.policy`."""
         if not prompt or not prompt.strip():
             raise Vist2Error("the prompt is empty; give some text to continue or answer")
@@ -251,7 +267,9 @@ class Engine:
             layout = build_layout(segments, beta)
             layouts.append(layout)
             page_texts += texts
-            stats = GenerationStats(prompt_tokens=n_tokens, pages=len(texts), visual_tokens=len(texts) * beta)
+            stats = GenerationStats(
+                prompt_tokens=n_tokens, pages=len(texts), visual_tokens=len(texts) * beta
+            )
             rows.append(_Row(StreamingDecoder(self.tokenizer), stats))
         self._check_position_budget(layouts, config)
 
@@ -260,15 +278,21 @@ class Engine:
         batch = collate_layouts(layouts, pad_id=self.pad_id, padding_side="left")
         device = self.device
         key_valid = batch["valid"].to(device)  # [B, S]: live, non-padding cache entries
-        next_pos = torch.tensor([int(lay.position_ids[-1]) + 1 for lay in layouts], device=device)  # [B]
+        next_pos = torch.tensor(
+            [int(lay.position_ids[-1]) + 1 for lay in layouts], device=device
+        )  # [B]
         length = key_valid.shape[1]
         max_chunks = config.max_new_tokens // k + 1 if compress_output else 0
-        capacity = length + (k + beta * (max_chunks + 1) if compress_output else config.max_new_tokens + 1)
+        capacity = length + (
+            k + beta * (max_chunks + 1) if compress_output else config.max_new_tokens + 1
+        )
         cache = make_cache(config.cache, self.config.text_config.num_hidden_layers, capacity)
         # A prompt holds persistent slots only, so rule 2 is plain causal attention over the valid
         # slots: a (B, L) padding mask lets the backend use its causal kernel instead of an
         # (L x L) mask (1 GB at 32k slots).
-        prefill_mask = batch["valid"] if bool(batch["persistent"].all()) else batch["attention_mask"]
+        prefill_mask = (
+            batch["valid"] if bool(batch["persistent"].all()) else batch["attention_mask"]
+        )
         t_llm = time.perf_counter()
         out = self.model(
             input_ids=batch["input_ids"].to(device),
@@ -321,14 +345,20 @@ class Engine:
                     if r.finish_reason is None:
                         r.stats.pages += 1
                         r.stats.visual_tokens += beta
-                ids = torch.cat([token[:, None], torch.full((len(rows), beta), self.pad_id, device=device)], 1)
+                ids = torch.cat(
+                    [token[:, None], torch.full((len(rows), beta), self.pad_id, device=device)], 1
+                )
                 vis_mask = torch.zeros_like(ids, dtype=torch.bool)
                 vis_mask[:, 1:] = True
-                pos = torch.cat([next_pos[:, None], chunk_pos[:, None] + torch.arange(beta, device=device)], 1)
+                pos = torch.cat(
+                    [next_pos[:, None], chunk_pos[:, None] + torch.arange(beta, device=device)], 1
+                )
                 logits, key_valid = self._step(cache, ids, pos, key_valid, vis_mask, visual)
                 self._track_cache(rows, key_valid, per_entry)
                 evict_range(cache, chunk_start, chunk_start + k)
-                key_valid = torch.cat([key_valid[:, :chunk_start], key_valid[:, chunk_start + k :]], 1)
+                key_valid = torch.cat(
+                    [key_valid[:, :chunk_start], key_valid[:, chunk_start + k :]], 1
+                )
                 live = key_valid.sum(dim=1).tolist()
                 chunk_pos = chunk_pos + beta
                 next_pos = chunk_pos.clone()
@@ -348,11 +378,23 @@ class Engine:
             s = row.stats
             s.generated_tokens = len(row.tokens)
             s.ttft_s = (first_token_at or end) - start
-            s.decode_tokens_per_s = (len(row.tokens) - 1) / max(end - first_token_at, 1e-9) if len(row.tokens) > 1 else 0.0
+            s.decode_tokens_per_s = (
+                (len(row.tokens) - 1) / max(end - first_token_at, 1e-9)
+                if len(row.tokens) > 1
+                else 0.0
+            )
             s.render_s, s.vision_s, s.llm_s, s.total_s = render_s, vision_s, llm_s, end - start
             logits_out = torch.stack(row.logits) if return_logits and row.logits else None
             results.append(
-                GenerationResult(row.text, row.tokens, row.finish_reason, s, logits_out, row.token_times, row.cache_entries)
+                GenerationResult(
+                    row.text,
+                    row.tokens,
+                    row.finish_reason,
+                    s,
+                    logits_out,
+                    row.token_times,
+                    row.cache_entries,
+                )
             )
         yield results
 
@@ -360,7 +402,9 @@ class Engine:
         """Feed n new slots per row: ids/positions (B, n). They see every live cache entry and the
         new slots before them. Returns (logits of the last slot (B, V), new key_valid (B, S + n))."""
         b, n = ids.shape
-        key_valid = torch.cat([key_valid, torch.ones(b, n, dtype=torch.bool, device=ids.device)], 1)  # [B, S+n]
+        key_valid = torch.cat(
+            [key_valid, torch.ones(b, n, dtype=torch.bool, device=ids.device)], 1
+        )  # [B, S+n]
         s = key_valid.shape[1]
         causal = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()  # [n, n]
         mask = key_valid[:, None, None, :].expand(b, 1, n, s).clone()  # [B, 1, n, S+n]
@@ -429,7 +473,9 @@ class Engine:
                 )
 
 
-def _sample(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+def _sample(
+    logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None
+) -> torch.Tensor:
     """logits (B, V) float32 -> next token ids (B,)."""
     if config.temperature == 0:
         return logits.argmax(dim=-1)

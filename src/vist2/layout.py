@@ -68,7 +68,9 @@ class SequenceLayout:
     visual: torch.Tensor  # (L,) bool: slot holds a visual token
     position_ids: torch.Tensor  # (L,) long: rule 1
     persistent: torch.Tensor  # (L,) bool: stays in context (visual tokens, raw text)
-    chunk_id: torch.Tensor  # (L,) long: chunk of a transient text token or of a chunk's visual token, else -1
+    chunk_id: (
+        torch.Tensor
+    )  # (L,) long: chunk of a transient text token or of a chunk's visual token, else -1
     labels: torch.Tensor  # (L,) long: target predicted at this slot, or IGNORE_INDEX
     num_pages: int
 
@@ -77,7 +79,9 @@ class SequenceLayout:
 
     def attention_mask(self) -> torch.Tensor:
         """Dense rule-2 mask, (L, L) bool, True where query row may attend to key column."""
-        return visibility(self.persistent[None], self.chunk_id[None], torch.ones_like(self.visual)[None])[0]
+        return visibility(
+            self.persistent[None], self.chunk_id[None], torch.ones_like(self.visual)[None]
+        )[0]
 
 
 def build_layout(segments: Sequence[Segment], visual_tokens_per_page: int) -> SequenceLayout:
@@ -143,7 +147,9 @@ def build_layout(segments: Sequence[Segment], visual_tokens_per_page: int) -> Se
     )
 
 
-def visibility(persistent: torch.Tensor, chunk_id: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def visibility(
+    persistent: torch.Tensor, chunk_id: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
     """Rule 2 as a dense mask.
 
     persistent, chunk_id, valid: (B, L). Returns (B, L, L) bool: [b, q, k] = q may attend to k.
@@ -151,7 +157,9 @@ def visibility(persistent: torch.Tensor, chunk_id: torch.Tensor, valid: torch.Te
     length = persistent.shape[-1]
     idx = torch.arange(length, device=persistent.device)
     causal = idx[None, :] <= idx[:, None]  # (L, L): k <= q
-    same_chunk = (chunk_id[:, :, None] == chunk_id[:, None, :]) & (chunk_id[:, None, :] >= 0)  # (B, L, L)
+    same_chunk = (chunk_id[:, :, None] == chunk_id[:, None, :]) & (
+        chunk_id[:, None, :] >= 0
+    )  # (B, L, L)
     visible = persistent[:, None, :] | same_chunk  # (B, L, L)
     return causal[None] & visible & valid[:, None, :]
 

@@ -37,12 +37,16 @@ def check_model_dir(path: str | Path, weights: bool = True) -> Path:
     """Raise a `Vist2Error` naming the first file a model directory lacks."""
     path = Path(path)
     if not path.is_dir():
-        raise Vist2Error(f"model directory {path} does not exist; create one with `vist2 init --preset tiny --out {path}`")
+        raise Vist2Error(
+            f"model directory {path} does not exist; create one with `vist2 init --preset tiny --out {path}`"
+        )
     needed = ["config.json", *TOKENIZER_FILES[:1]]
     if weights:
         needed.append("model.safetensors")
     for name in needed:
-        if not (path / name).is_file() and not (name == "model.safetensors" and any(path.glob("model-*.safetensors"))):
+        if not (path / name).is_file() and not (
+            name == "model.safetensors" and any(path.glob("model-*.safetensors"))
+        ):
             raise Vist2Error(
                 f"model directory {path} has no {name}; it is not a complete vist2 model "
                 f"(make one with `vist2 init --preset tiny --out DIR`, or `save_pretrained`)"
@@ -57,7 +61,9 @@ def load_config(path: str | Path):
     return VIST2Config.from_pretrained(str(path))
 
 
-def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
+def load_model(
+    path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+):
     """(model, tokenizer) from a vist2 model directory, model in eval mode."""
     from vist2.model import VIST2Model
 

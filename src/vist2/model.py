@@ -77,7 +77,9 @@ class VIST2Model(PreTrainedModel):
         """
         for what, path in (("LLM", llm_path), ("vision encoder", vision_path)):
             if not (Path(path) / "config.json").is_file():
-                raise Vist2Error(f"{what} checkpoint {path}: no config.json there; pass a local model directory")
+                raise Vist2Error(
+                    f"{what} checkpoint {path}: no config.json there; pass a local model directory"
+                )
         vision_config = AutoConfig.from_pretrained(vision_path)
         vision_config = getattr(vision_config, "vision_config", vision_config)
         text_config = AutoConfig.from_pretrained(llm_path)
@@ -85,7 +87,9 @@ class VIST2Model(PreTrainedModel):
         model = cls(config)
         model.language_model = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype)
         vision = AutoModel.from_pretrained(vision_path, dtype=dtype)
-        model.vision_model = getattr(vision, "vision_model", None) if hasattr(vision, "text_model") else vision
+        model.vision_model = (
+            getattr(vision, "vision_model", None) if hasattr(vision, "text_model") else vision
+        )
         if dtype is not None:
             model.aligner.to(dtype)
         return model
@@ -98,9 +102,15 @@ class VIST2Model(PreTrainedModel):
     def encode_pages(self, pages: torch.Tensor) -> torch.Tensor:
         """pages: (N, H, W) in [-1, 1] (paper white = +1) -> visual tokens (N, β, D_text)."""
         vcfg = self.config.vision_config
-        dtype = self.aligner.proj.weight.dtype if self.config.aligner == "tanh" else self.aligner.proj[0].weight.dtype
+        dtype = (
+            self.aligner.proj.weight.dtype
+            if self.config.aligner == "tanh"
+            else self.aligner.proj[0].weight.dtype
+        )
         n, height, width = pages.shape
-        pixels = pages.to(dtype)[:, None].expand(n, vcfg.num_channels, height, width)  # [N, C, H, W]
+        pixels = pages.to(dtype)[:, None].expand(
+            n, vcfg.num_channels, height, width
+        )  # [N, C, H, W]
         if vcfg.model_type == "siglip2_vision_model":
             feats = self._encode_naflex(pixels)
         else:
@@ -112,11 +122,15 @@ class VIST2Model(PreTrainedModel):
         p = self.config.vision_config.patch_size
         n, c, height, width = pixels.shape
         rows, cols = height // p, width // p
-        patches = pixels.reshape(n, c, rows, p, cols, p).permute(0, 2, 4, 3, 5, 1)  # [N, R, C', p, p, C]
+        patches = pixels.reshape(n, c, rows, p, cols, p).permute(
+            0, 2, 4, 3, 5, 1
+        )  # [N, R, C', p, p, C]
         patches = patches.reshape(n, rows * cols, p * p * c)  # [N, P, p·p·C]
         shapes = torch.tensor([[rows, cols]] * n, device=pixels.device)
         mask = torch.ones(n, rows * cols, dtype=torch.long, device=pixels.device)
-        out = self.vision_model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes)
+        out = self.vision_model(
+            pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes
+        )
         return out.last_hidden_state  # [N, P, D_vision]
 
     def embed(
@@ -150,7 +164,9 @@ class VIST2Model(PreTrainedModel):
             return mask
         if self.language_model.config._attn_implementation == "sdpa":
             return mask
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(dtype).min
+        )
 
     def forward(
         self,
@@ -190,12 +206,20 @@ class VIST2Model(PreTrainedModel):
         head = self.language_model.get_output_embeddings()
         if labels is None:
             kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden  # [B, n, D]
-            return VIST2Output(logits=head(kept), past_key_values=out.past_key_values, hidden_states=hidden)
+            return VIST2Output(
+                logits=head(kept), past_key_values=out.past_key_values, hidden_states=hidden
+            )
         keep = labels != IGNORE_INDEX  # [B, L]
         logits = head(hidden[keep])  # [n_labelled, V]
         n = int(keep.sum())
         loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum") / max(n, 1)
-        return VIST2Output(loss=loss, logits=logits, num_labelled=n, past_key_values=out.past_key_values, hidden_states=hidden)
+        return VIST2Output(
+            loss=loss,
+            logits=logits,
+            num_labelled=n,
+            past_key_values=out.past_key_values,
+            hidden_states=hidden,
+        )
 
 
 __all__ = ["VIST2Model", "VIST2Output"]

@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 BACKENDS = ("atlas", "pillow")
+OVERFLOW_POLICIES = ("reflow", "error")
+NEWLINE_MARK = " \u21b5 "  # what "reflow" draws for a newline: a visible return arrow
 TAB_SPACES = 4
 _DEFAULT_FONT_PACKAGE = "paperang_p2_fonts_cjk"
 _DEFAULT_FONT_FILE = "wqy-microhei.ttc"
@@ -104,6 +106,9 @@ class RenderConfig:
     """Blank border in pixels on every side."""
     backend: str = "atlas"
     """"atlas" (cached glyph bitmaps placed with numpy) or "pillow" (ImageDraw.text); same layout."""
+    overflow: str = "reflow"
+    """When text does not fit even at `min_font_size`: "reflow" joins its lines, each newline
+    drawn as a visible "↵", and fits again (raising only if that fails too); "error" raises."""
 
     def __post_init__(self) -> None:
         for name, minimum in (
@@ -143,6 +148,10 @@ class RenderConfig:
                 f"RenderConfig.margin={self.margin} leaves {usable_w}x{usable_h} px of a "
                 f"{self.page_width}x{self.page_height} page, less than one {self.font_size} px line; "
                 "use a smaller margin or font_size, or a bigger page"
+            )
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(
+                f"RenderConfig.overflow must be one of {list(OVERFLOW_POLICIES)}, got {self.overflow!r}"
             )
         if self.backend not in BACKENDS:
             raise ConfigError(
@@ -187,6 +196,8 @@ class RenderedPage:
     """Characters no font had; each is drawn as a hollow em box."""
     lines: int
     """Lines used (a blank line counts)."""
+    reflowed: bool = False
+    """True when the text only fitted with its newlines drawn inline as "↵" (overflow="reflow")."""
 
 
 class PageOverflowError(Vist2Error):
@@ -521,15 +532,16 @@ class PageRenderer:
 
     def render(self, text: str, index: int | None = None) -> RenderedPage:
         """Render one chunk; `index` only names the chunk in error messages."""
-        prepared = self._prepare(text)
-        layout = self._fit(prepared, index)
+        prepared, layout, reflowed = self._fit_or_reflow(text, index)
         if layout.font_size == 0:  # empty text
             return RenderedPage(self._blank(), self.config.font_size, 0, 0)
         if self.config.backend == "atlas":
             image = self._rasterise_atlas(prepared, layout)
         else:
             image = self._rasterise_pillow(prepared, layout)
-        return RenderedPage(image, layout.font_size, prepared.missing, len(layout.line_starts))
+        return RenderedPage(
+            image, layout.font_size, prepared.missing, len(layout.line_starts), reflowed
+        )
 
     def render_batch(self, texts: Sequence[str]) -> list[RenderedPage]:
         """Render many chunks (chunk i is `index=i` in errors), sharing fonts, atlases and tables."""
@@ -540,8 +552,7 @@ class PageRenderer:
 
     def wrap(self, text: str, index: int | None = None) -> list[str]:
         """The lines `render` would draw, as text (after auto-fit; hanging spaces included)."""
-        prepared = self._prepare(text)
-        layout = self._fit(prepared, index)
+        prepared, layout, _ = self._fit_or_reflow(text, index)
         return [
             prepared.text[s:e] for s, e in zip(layout.line_starts, layout.line_ends, strict=True)
         ]
@@ -594,6 +605,19 @@ class PageRenderer:
             breaks_ink_stop=last_ink[breaks - 1] + 1,
             missing=int(c["missing"][slots].sum()),
         )
+
+    def _fit_or_reflow(self, text: str, index: int | None) -> tuple[_Text, _Layout, bool]:
+        """Auto-fit; on overflow with overflow="reflow", again with newlines drawn inline."""
+        prepared = self._prepare(text)
+        try:
+            return prepared, self._fit(prepared, index), False
+        except PageOverflowError:
+            # Hard line breaks (verse, tables of contents, code) can need more lines than a page
+            # has; drawn inline as visible marks, the same characters usually fit.
+            if self.config.overflow != "reflow" or "\n" not in prepared.text:
+                raise
+        prepared = self._prepare(prepared.text.replace("\n", NEWLINE_MARK))
+        return prepared, self._fit(prepared, index), True
 
     def _fit(self, t: _Text, index: int | None) -> _Layout:
         """Lay out at the largest size in [min_font_size, font_size] that fits, else raise."""
