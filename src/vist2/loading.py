@@ -30,7 +30,11 @@ def load_tokenizer(path: str | Path):
             f"tokenizer {path}: no tokenizer.json there; point at a directory with a Hugging Face "
             "fast tokenizer (tokenizer.json + tokenizer_config.json)"
         )
-    return AutoTokenizer.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    # Documents are compressed before they meet the LLM's position limit; the engine checks the
+    # real budget, so the tokenizer's per-call length warning would only mislead.
+    tokenizer.model_max_length = int(1e30)
+    return tokenizer
 
 
 def check_model_dir(path: str | Path, weights: bool = True) -> Path:
