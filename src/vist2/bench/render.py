@@ -5,7 +5,7 @@ What is notable here
   rasterisation alone (glyph atlas + numpy vs `ImageDraw.text`), layout included in both.
 - Warm-up first (fonts, glyph atlases and per-size tables are filled once per renderer, as in a
   long training run), then repeated timed passes over the chunks; the median pass is reported.
-- `python -m vist2.bench_render` runs it on ../shared/corpora (English: Moby Dick, Chinese:
+- `python -m vist2.bench.render` runs it on ../shared/corpora (English: Moby Dick, Chinese:
   Hongloumeng) with the default `RenderConfig`; `--write-examples DIR` writes the two example
   pages shown in docs/ (page_en.png, page_zh.png).
 """
@@ -23,8 +23,8 @@ from PIL import Image
 
 from vist2.render import BACKENDS, PageOverflowError, PageRenderer, RenderConfig
 
-# src/vist2/bench_render.py -> the repo root -> ../shared beside it (as in CI).
-CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
+# src/vist2/bench/render.py -> the repo root -> ../shared beside it (as in CI).
+CORPORA = Path(__file__).resolve().parents[4] / "shared" / "corpora"
 # Where each sample starts: the first line of the novel (after the Project Gutenberg header).
 SAMPLES = {
     "en": ("en/moby_dick.txt", "Call me Ishmael."),
