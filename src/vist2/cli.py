@@ -165,6 +165,39 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- vist2 bench ---------------------------------------------------------------------------------
+
+
+def cmd_bench_efficiency(args: argparse.Namespace) -> int:
+    from vist2.bench.efficiency import EfficiencyConfig, run_efficiency
+
+    fields = {
+        "preset": args.preset,
+        "context_lengths": args.lengths,
+        "context_new_tokens": args.context_new_tokens,
+        "writing_new_tokens": args.new_tokens,
+        "repeats": args.repeats,
+        "device": args.device,
+        "dtype": args.dtype,
+        "text": args.text,
+        "tokenizer": args.tokenizer,
+    }
+    fields = {k: v for k, v in fields.items() if v is not None}
+    config = EfficiencyConfig.quick(**fields) if args.quick else EfficiencyConfig(**fields)
+    results = run_efficiency(config, args.out)
+    from vist2.bench.efficiency import markdown_table
+
+    print(markdown_table(results))
+    print(f"wrote {args.out}/efficiency.json, efficiency.md, long_context.png, long_writing.png")
+    return 0
+
+
+def cmd_bench_render(args: argparse.Namespace) -> int:
+    from vist2.bench.render import bench_render_main
+
+    return bench_render_main(args.args)
+
+
 # -- entry point ---------------------------------------------------------------------------------
 
 
@@ -222,6 +255,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="print one JSON object {text, stats} instead of streaming",
     )
     p.set_defaults(func=cmd_generate)
+
+    bench = sub.add_parser(
+        "bench", help="benchmarks: efficiency (policies side by side), render"
+    ).add_subparsers(dest="bench", required=True)
+    p = bench.add_parser(
+        "efficiency", help="global vs prompt vs none: TTFT, cache, FLOPs, decode speed"
+    )
+    p.add_argument("--preset", help="model shape (default bench-cpu; tiny with --quick)")
+    p.add_argument("--out", required=True, help="results directory")
+    p.add_argument(
+        "--quick", action="store_true", help="a small run (CI): tiny preset, short sweeps"
+    )
+    p.add_argument(
+        "--lengths", type=int, nargs="+", help="prompt lengths of the long-context sweep"
+    )
+    p.add_argument("--context-new-tokens", type=int, help="new tokens after each long prompt")
+    p.add_argument("--new-tokens", type=int, help="tokens generated in the long-writing run")
+    p.add_argument("--repeats", type=int, help="timed repeats per long-context point")
+    p.add_argument("--device", help="cpu (default), cuda, ...")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--text", help="UTF-8 text to cut prompts from (default: ../shared Moby Dick)")
+    p.add_argument("--tokenizer", help="tokenizer dir (default: the bundled tiny tokenizer)")
+    p.set_defaults(func=cmd_bench_efficiency)
+    p = bench.add_parser(
+        "render", help="pages/s of each renderer path (and Glyph's, with --glyph-dir)"
+    )
+    p.add_argument(
+        "args", nargs=argparse.REMAINDER, help="options of the render benchmark (see --help)"
+    )
+    p.set_defaults(func=cmd_bench_render)
     return parser
 
 

@@ -1,0 +1,482 @@
+"""`vist2 bench efficiency`: global vs prompt-only vs plain, measured side by side in one run.
+
+Two scenarios, each for every policy (`none`, `prompt`, `global`) on one random-init model (speed
+does not depend on the weights, so the real shapes measure it faithfully):
+- long context: a prompt of L tokens (sweep), a few new tokens -> time to first token, peak cache
+  bytes, prefill FLOPs;
+- long writing: a short prompt, N new tokens (one long run per policy, read at marks along the
+  way) -> decode tokens/s along the generation, cache bytes, FLOPs (vision encoder included),
+  wall time.
+
+Notable:
+- Warm-up first; long-context figures are medians over repeats. Ratios compare runs of the same
+  process, so machine noise hits all policies alike.
+- FLOPs: the analytic model of `vist2.bench.flops`, cross-checked against torch's
+  FlopCounterMode on the smallest sweep point (the JSON records both and their ratio).
+- Cache bytes count the live entries of the sequence (what the policy must keep); on CUDA the peak
+  of `torch.cuda.max_memory_allocated` is recorded too.
+- The crossover, where `global` starts to beat `none`, is reported next to the best case: GCC adds
+  β LLM slots and one vision-encoder pass per K generated tokens, so short runs can cost more.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from vist2.bench.flops import FlopModel, count_flops
+from vist2.errors import Vist2Error
+from vist2.layout import build_layout
+
+POLICIES = ("none", "prompt", "global")
+DEFAULT_TEXT = Path(__file__).resolve().parents[4] / "shared" / "corpora" / "en" / "moby_dick.txt"
+
+
+@dataclass
+class EfficiencyConfig:
+    """One benchmark run. `quick()` is the CI-sized variant."""
+
+    preset: str = "bench-cpu"
+    """Model shape (vist2.presets); random init."""
+    context_lengths: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384, 32768)
+    """Prompt lengths (tokens) of the long-context sweep."""
+    context_new_tokens: int = 64
+    """New tokens generated after each long prompt."""
+    writing_prompt_tokens: int = 100
+    """Prompt length of the long-writing scenario."""
+    writing_new_tokens: int = 16384
+    """Tokens generated in the long-writing scenario (read at powers of two along the way)."""
+    repeats: int = 3
+    """Timed repeats per long-context point (median reported)."""
+    device: str = "cpu"
+    dtype: str = "float32"
+    text: str = str(DEFAULT_TEXT)
+    """UTF-8 text the prompts are cut from."""
+    tokenizer: str | None = None
+    """Tokenizer dir (default: the bundled tiny tokenizer)."""
+    seed: int = 0
+    count_flops_up_to: int = 4096
+    """Cross-check the analytic FLOPs with FlopCounterMode at context lengths up to this."""
+    policies: tuple[str, ...] = field(default=POLICIES)
+
+    def __post_init__(self) -> None:
+        self.context_lengths = tuple(sorted(int(n) for n in self.context_lengths))
+        self.policies = tuple(self.policies)
+        if (
+            any(n < 1 for n in self.context_lengths)
+            or self.writing_new_tokens < 1
+            or self.repeats < 1
+        ):
+            raise Vist2Error("EfficiencyConfig: lengths, new tokens and repeats must be positive")
+        if set(self.policies) - set(POLICIES):
+            raise Vist2Error(
+                f"EfficiencyConfig.policies must be among {POLICIES}, got {self.policies}"
+            )
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise Vist2Error(
+                f"EfficiencyConfig.dtype must be float32, bfloat16 or float16, got {self.dtype!r}"
+            )
+
+    @classmethod
+    def quick(cls, **overrides) -> EfficiencyConfig:
+        base = dict(
+            preset="tiny",
+            context_lengths=(256, 1024),
+            context_new_tokens=8,
+            writing_prompt_tokens=32,
+            writing_new_tokens=512,
+            repeats=1,
+            count_flops_up_to=256,
+        )
+        return cls(**{**base, **overrides})
+
+
+def _environment(device: torch.device, dtype: torch.dtype) -> dict:
+    import transformers
+
+    env = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "dtype": str(dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    return env
+
+
+def _writing_marks(n: int) -> list[int]:
+    marks, m = [], 256
+    while m < n:
+        marks.append(m)
+        m *= 2
+    return [*marks, n]
+
+
+class EfficiencyBench:
+    def __init__(self, config: EfficiencyConfig) -> None:
+        from vist2.engine import Engine
+        from vist2.loading import load_tokenizer, tiny_tokenizer_path
+        from vist2.model import VIST2Model
+        from vist2.presets import preset_config
+
+        self.config = config
+        self.device = torch.device(config.device)
+        self.dtype = getattr(torch, config.dtype)
+        torch.manual_seed(config.seed)
+        model_config = preset_config(config.preset)
+        model = VIST2Model(model_config).to(device=self.device, dtype=self.dtype).eval()
+        tokenizer = load_tokenizer(config.tokenizer or tiny_tokenizer_path())
+        self.engine = Engine(model, tokenizer)
+        self.flops = FlopModel.of(model)
+        self.k, self.beta = model_config.chunk_tokens, model_config.visual_tokens_per_page
+        path = Path(config.text)
+        if not path.is_file():
+            raise Vist2Error(
+                f"benchmark text {path} not found; pass --text FILE (any long UTF-8 text)"
+            )
+        text = path.read_text(encoding="utf-8")
+        start = text.find("Call me Ishmael")  # skip Moby Dick's front matter when it is the text
+        text = text[max(start, 0) :]
+        need = max(max(config.context_lengths), config.writing_prompt_tokens) + 64
+        ids = tokenizer(text[: need * 8], add_special_tokens=False)["input_ids"]
+        while len(ids) < need:  # short texts are repeated
+            ids = ids + ids
+        self.ids = ids
+
+    def prompt(self, n_tokens: int) -> str:
+        return self.engine.tokenizer.decode(self.ids[:n_tokens])
+
+    def _generate(self, prompt: str, policy: str, new_tokens: int):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        result = self.engine.generate(
+            prompt, policy=policy, max_new_tokens=new_tokens, stop_on_eos=False
+        )
+        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+        return result, peak
+
+    def _prompt_shape(self, prompt: str, policy: str) -> tuple[int, int]:
+        """(prompt slots, prompt pages) of `prompt` under `policy`."""
+        segments, pages, _ = self.engine.prompt_segments(
+            prompt, self.engine._config(None, {"policy": policy})
+        )
+        return len(build_layout(segments, self.beta)), len(pages)
+
+    # -- long context ---------------------------------------------------------------------------
+
+    def long_context(self, progress: tqdm) -> list[dict]:
+        cfg = self.config
+        rows = []
+        for length in cfg.context_lengths:
+            prompt = self.prompt(length)
+            for policy in cfg.policies:
+                progress.set_description(f"long context L={length} {policy}")
+                runs = [
+                    self._generate(prompt, policy, cfg.context_new_tokens)
+                    for _ in range(cfg.repeats)
+                ]
+                stats = [r.stats for r, _ in runs]
+                slots, pages = self._prompt_shape(prompt, policy)
+                analytic = self.flops.generation(slots, pages, 1, policy, self.k, self.beta)
+                row = {
+                    "context_tokens": stats[0].prompt_tokens,
+                    "policy": policy,
+                    "prompt_slots": slots,
+                    "prompt_pages": pages,
+                    "ttft_s": statistics.median(s.ttft_s for s in stats),
+                    "ttft_s_all": [s.ttft_s for s in stats],
+                    "decode_tokens_per_s": statistics.median(s.decode_tokens_per_s for s in stats),
+                    "peak_cache_entries": stats[0].peak_cache_entries,
+                    "peak_cache_bytes": stats[0].peak_cache_bytes,
+                    "render_s": statistics.median(s.render_s for s in stats),
+                    "vision_s": statistics.median(s.vision_s for s in stats),
+                    "prefill_flops": analytic["prefill"] + analytic["vision"],
+                    "cuda_max_memory_allocated": runs[0][1],
+                }
+                if length <= cfg.count_flops_up_to:
+                    counted = count_flops(lambda p=prompt, pol=policy: self._generate(p, pol, 1))
+                    row["prefill_flops_counted"] = counted
+                    row["flops_counted_over_analytic"] = counted / row["prefill_flops"]
+                rows.append(row)
+                progress.update(1)
+        return rows
+
+    # -- long writing ---------------------------------------------------------------------------
+
+    def long_writing(self, progress: tqdm) -> dict:
+        cfg = self.config
+        prompt = self.prompt(cfg.writing_prompt_tokens)
+        marks = _writing_marks(cfg.writing_new_tokens)
+        out = {"prompt_tokens": None, "marks": marks, "policies": {}}
+        for policy in cfg.policies:
+            progress.set_description(f"long writing N={cfg.writing_new_tokens} {policy}")
+            result, peak = self._generate(prompt, policy, cfg.writing_new_tokens)
+            times = result.token_times  # perf_counter per token
+            entries = result.cache_entries
+            slots, pages = self._prompt_shape(prompt, policy)
+            per_entry = result.stats.peak_cache_bytes / max(result.stats.peak_cache_entries, 1)
+            at_marks = []
+            for n in marks:
+                lo = max(n // 2, 1)  # tokens/s over the second half up to the mark
+                window = (n - lo) / max(times[n - 1] - times[lo - 1], 1e-9)
+                flops = self.flops.generation(slots, pages, n, policy, self.k, self.beta)
+                at_marks.append(
+                    {
+                        "generated_tokens": n,
+                        "decode_tokens_per_s": window,
+                        "wall_s": times[n - 1] - times[0] + result.stats.ttft_s,
+                        "cache_entries": max(entries[:n]),
+                        "cache_bytes": int(max(entries[:n]) * per_entry),
+                        "flops": flops["total"],
+                        "vision_flops": flops["vision"],
+                    }
+                )
+            step = max(len(times) // 64, 16)
+            trace = [
+                {
+                    "generated_tokens": i + step,
+                    "tokens_per_s": step / max(times[i + step - 1] - times[i - 1], 1e-9),
+                }
+                for i in range(1, len(times) - step, step)
+            ]
+            out["prompt_tokens"] = result.stats.prompt_tokens
+            out["policies"][policy] = {
+                "at_marks": at_marks,
+                "trace": trace,
+                "stats": result.stats.to_dict(),
+                "cuda_max_memory_allocated": peak,
+            }
+            progress.update(1)
+        return out
+
+    def run(self) -> dict:
+        cfg = self.config
+        # warm-up: every policy once, short (kernels, glyph atlases, allocator)
+        for policy in cfg.policies:
+            self._generate(self.prompt(min(cfg.context_lengths)), policy, 4)
+        total = len(cfg.context_lengths) * len(cfg.policies) + len(cfg.policies)
+        with tqdm(total=total, unit="run") as progress:
+            start = time.perf_counter()
+            context = self.long_context(progress)
+            writing = self.long_writing(progress)
+        return {
+            "environment": _environment(self.device, self.dtype),
+            "config": asdict(cfg),
+            "model": {
+                "preset": cfg.preset,
+                "chunk_tokens": self.k,
+                "visual_tokens_per_page": self.beta,
+            },
+            "long_context": context,
+            "long_writing": writing,
+            "summary": summarise(context, writing),
+            "seconds": time.perf_counter() - start,
+        }
+
+
+# -- summary, table and plots ------------------------------------------------------------------
+
+
+def summarise(context: list[dict], writing: dict) -> dict:
+    """Ratios to `none`, the largest point, and the crossovers."""
+    by = {(r["context_tokens"], r["policy"]): r for r in context}
+    lengths = sorted({r["context_tokens"] for r in context})
+    ratios = []
+    for n in lengths:
+        base = by.get((n, "none"))
+        if base is None:
+            continue
+        for policy in ("prompt", "global"):
+            r = by.get((n, policy))
+            if r is None:
+                continue
+            ratios.append(
+                {
+                    "context_tokens": n,
+                    "policy": policy,
+                    "ttft_speedup": base["ttft_s"] / r["ttft_s"],
+                    "cache_fraction": r["peak_cache_bytes"] / base["peak_cache_bytes"],
+                    "prefill_flops_fraction": r["prefill_flops"] / base["prefill_flops"],
+                }
+            )
+    summary: dict = {"long_context": ratios}
+    glob = [r for r in ratios if r["policy"] == "global"]
+    if glob:
+        summary["ttft_crossover_tokens"] = next(
+            (r["context_tokens"] for r in glob if r["ttft_speedup"] > 1), None
+        )
+        summary["largest_context"] = glob[-1]
+    pol = writing.get("policies", {})
+    if "none" in pol and "global" in pol:
+        rows = []
+        for a, b in zip(pol["global"]["at_marks"], pol["none"]["at_marks"], strict=True):
+            rows.append(
+                {
+                    "generated_tokens": a["generated_tokens"],
+                    "decode_speedup": a["decode_tokens_per_s"] / b["decode_tokens_per_s"],
+                    "cache_fraction": a["cache_bytes"] / b["cache_bytes"],
+                    "flops_fraction": a["flops"] / b["flops"],
+                    "wall_speedup": b["wall_s"] / a["wall_s"],
+                }
+            )
+        summary["long_writing"] = rows
+        summary["decode_crossover_tokens"] = next(
+            (r["generated_tokens"] for r in rows if r["decode_speedup"] > 1), None
+        )
+        summary["flops_crossover_tokens"] = next(
+            (r["generated_tokens"] for r in rows if r["flops_fraction"] < 1), None
+        )
+    return summary
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def markdown_table(results: dict) -> str:
+    env = results["environment"]
+    lines = [
+        f"Device: {env['device_name']} ({env['device']}, {env['dtype']}, {env['cpu_threads']} threads), "
+        f"torch {env['torch']}, transformers {env['transformers']}; preset `{results['config']['preset']}` "
+        f"(K={results['model']['chunk_tokens']}, β={results['model']['visual_tokens_per_page']}).",
+        "",
+        "**Long context** (prompt of L tokens, "
+        f"{results['config']['context_new_tokens']} new tokens; median of {results['config']['repeats']}):",
+        "",
+        "| L | policy | TTFT (s) | none/x TTFT | peak cache | x/none cache | prefill GFLOPs | x/none FLOPs |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    by = {(r["context_tokens"], r["policy"]): r for r in results["long_context"]}
+    for r in results["long_context"]:
+        base = by.get((r["context_tokens"], "none"), r)
+        lines.append(
+            f"| {r['context_tokens']:,} | {r['policy']} | {r['ttft_s']:.3f} | {base['ttft_s'] / r['ttft_s']:.2f}× "
+            f"| {_fmt_bytes(r['peak_cache_bytes'])} | {r['peak_cache_bytes'] / base['peak_cache_bytes']:.3f} "
+            f"| {r['prefill_flops'] / 1e9:,.1f} | {r['prefill_flops'] / base['prefill_flops']:.3f} |"
+        )
+    writing = results["long_writing"]
+    lines += [
+        "",
+        f"**Long writing** ({writing['prompt_tokens']}-token prompt; tokens/s over the second half up to N):",
+        "",
+        "| N | policy | decode tok/s | x/none tok/s | cache | x/none cache | GFLOPs | x/none FLOPs | wall (s) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    pol = writing["policies"]
+    for i, n in enumerate(writing["marks"]):
+        base = pol["none"]["at_marks"][i] if "none" in pol else None
+        for policy, data in pol.items():
+            m = data["at_marks"][i]
+            b = base or m
+            lines.append(
+                f"| {n:,} | {policy} | {m['decode_tokens_per_s']:.1f} | {m['decode_tokens_per_s'] / b['decode_tokens_per_s']:.2f}× "
+                f"| {_fmt_bytes(m['cache_bytes'])} | {m['cache_bytes'] / b['cache_bytes']:.3f} "
+                f"| {m['flops'] / 1e9:,.1f} | {m['flops'] / b['flops']:.3f} | {m['wall_s']:.1f} |"
+            )
+    s = results["summary"]
+    lines += [
+        "",
+        f"Crossovers (global beats none): time to first token from L = {s.get('ttft_crossover_tokens')}; "
+        f"decode tokens/s from N = {s.get('decode_crossover_tokens')}; total FLOPs from N = {s.get('flops_crossover_tokens')}.",
+    ]
+    checks = [r for r in results["long_context"] if "flops_counted_over_analytic" in r]
+    if checks:
+        worst = max(abs(r["flops_counted_over_analytic"] - 1) for r in checks)
+        lines.append(
+            f"FLOPs: analytic model vs FlopCounterMode on {len(checks)} runs: largest difference {worst:.2%}."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    ratios = results["summary"]["long_context"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for policy, style in (("prompt", "s--"), ("global", "o-")):
+        rows = [r for r in ratios if r["policy"] == policy]
+        if not rows:
+            continue
+        x = [r["context_tokens"] for r in rows]
+        axes[0].plot(x, [r["ttft_speedup"] for r in rows], style, label=policy)
+        axes[1].plot(x, [r["cache_fraction"] for r in rows], style, label=policy)
+        axes[2].plot(x, [r["prefill_flops_fraction"] for r in rows], style, label=policy)
+    for ax, title in zip(
+        axes,
+        ("TTFT speed-up vs none (×)", "peak cache / none", "prefill FLOPs / none"),
+        strict=True,
+    ):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("prompt tokens")
+        ax.set_title(title, fontsize=10)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"long context — {results['environment']['device_name']}, preset {results['config']['preset']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path = out_dir / "long_context.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    paths.append(path)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for policy, data in results["long_writing"]["policies"].items():
+        trace = data["trace"]
+        axes[0].plot(
+            [t["generated_tokens"] for t in trace],
+            [t["tokens_per_s"] for t in trace],
+            label=policy,
+            lw=1,
+        )
+        marks = data["at_marks"]
+        axes[1].plot(
+            [m["generated_tokens"] for m in marks],
+            [m["cache_bytes"] / 2**20 for m in marks],
+            "o-",
+            label=policy,
+        )
+    axes[0].set_title("decode tokens/s along the generation", fontsize=10)
+    axes[1].set_title("cache (MiB) vs generated tokens", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("generated tokens")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out_dir / "long_writing.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    paths.append(path)
+    return paths
+
+
+def run_efficiency(config: EfficiencyConfig, out_dir: str | Path) -> dict:
+    """Run the benchmark and write efficiency.json, efficiency.md and the PNG plots to `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = EfficiencyBench(config).run()
+    (out / "efficiency.json").write_text(json.dumps(results, indent=1))
+    (out / "efficiency.md").write_text(markdown_table(results))
+    plot(results, out)
+    return results
