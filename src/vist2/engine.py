@@ -315,6 +315,7 @@ class Engine:
         n_in_chunk = 0
         first_token_at = None
         live = key_valid.sum(dim=1).tolist()  # [B] cache entries each row attends over
+        padded = not bool(batch["valid"].all())  # left padding stays for the whole run
         for step in range(config.max_new_tokens):
             token = _sample(logits, config, generator)  # [B]
             now = time.perf_counter()
@@ -353,7 +354,7 @@ class Engine:
                 pos = torch.cat(
                     [next_pos[:, None], chunk_pos[:, None] + torch.arange(beta, device=device)], 1
                 )
-                logits, key_valid = self._step(cache, ids, pos, key_valid, vis_mask, visual)
+                logits, key_valid = self._step(cache, ids, pos, key_valid, padded, vis_mask, visual)
                 self._track_cache(rows, key_valid, per_entry)
                 evict_range(cache, chunk_start, chunk_start + k)
                 key_valid = torch.cat(
@@ -365,7 +366,9 @@ class Engine:
                 chunk_start += beta
                 n_in_chunk = 0
             else:
-                logits, key_valid = self._step(cache, token[:, None], next_pos[:, None], key_valid)
+                logits, key_valid = self._step(
+                    cache, token[:, None], next_pos[:, None], key_valid, padded
+                )
                 live = self._track_cache(rows, key_valid, per_entry)
                 next_pos = next_pos + 1
             _sync(device)
@@ -398,17 +401,20 @@ class Engine:
             )
         yield results
 
-    def _step(self, cache, ids, positions, key_valid, visual_mask=None, visual_tokens=None):
+    def _step(self, cache, ids, positions, key_valid, padded, visual_mask=None, visual_tokens=None):
         """Feed n new slots per row: ids/positions (B, n). They see every live cache entry and the
         new slots before them. Returns (logits of the last slot (B, V), new key_valid (B, S + n))."""
         b, n = ids.shape
         key_valid = torch.cat(
             [key_valid, torch.ones(b, n, dtype=torch.bool, device=ids.device)], 1
         )  # [B, S+n]
-        s = key_valid.shape[1]
-        causal = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()  # [n, n]
-        mask = key_valid[:, None, None, :].expand(b, 1, n, s).clone()  # [B, 1, n, S+n]
-        mask[..., s - n :] &= causal
+        if n == 1 and not padded:
+            mask = None  # one new slot that sees every entry: the backend needs no mask
+        else:
+            s = key_valid.shape[1]
+            causal = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()  # [n, n]
+            mask = key_valid[:, None, None, :].expand(b, 1, n, s).clone()  # [B, 1, n, S+n]
+            mask[..., s - n :] &= causal
         out = self.model(
             input_ids=ids,
             visual_mask=visual_mask,
