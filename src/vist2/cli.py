@@ -192,6 +192,16 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_cache(args: argparse.Namespace) -> int:
+    import json
+
+    from vist2.bench.cache import run_cache_bench
+
+    result = run_cache_bench(args.preset, args.new_tokens, args.policy, args.repeats, args.device)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
 def cmd_bench_render(args: argparse.Namespace) -> int:
     from vist2.bench.render import bench_render_main
 

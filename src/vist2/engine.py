@@ -249,8 +249,15 @@ class Engine:
     # -- the decode loop -------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _run(self, prompts: list[str], config: GenerationConfig, return_logits: bool):
-        """Yields (row, text) as text is produced, then the list of results."""
+    def _run(
+        self,
+        prompts: list[str],
+        config: GenerationConfig,
+        return_logits: bool,
+        every_token: bool = False,
+    ):
+        """Yields (row, text) as text is produced (with `every_token`, once per token, text
+        possibly ""), then the list of results."""
         if not prompts:
             raise Vist2Error("no prompts given")
         start = time.perf_counter()
@@ -329,7 +336,7 @@ class Engine:
                 if return_logits:
                     row.logits.append(logits[i].cpu())
                 delta = self._append(row, int(token[i]), config)
-                if delta:
+                if delta or every_token:
                     yield i, delta
             n_in_chunk += 1
             if all(r.finish_reason is not None for r in rows) or step == config.max_new_tokens - 1:

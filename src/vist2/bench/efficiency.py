@@ -9,8 +9,9 @@ does not depend on the weights, so the real shapes measure it faithfully):
   wall time.
 
 Notable:
-- Warm-up first; long-context figures are medians over repeats. Ratios compare runs of the same
-  process, so machine noise hits all policies alike.
+- Warm-up first. Long context: policies alternate within each repeat; medians are reported.
+  Long writing: the three policies generate at once, one token each in turn, and each policy's
+  clock runs only during its own steps, so bursts of machine noise land on all policies alike.
 - FLOPs: the analytic model of `vist2.bench.flops`, cross-checked against torch's
   FlopCounterMode on the smallest sweep point (the JSON records both and their ratio).
 - Cache bytes count the live entries of the sequence (what the policy must keep); on CUDA the peak
@@ -180,13 +181,13 @@ class EfficiencyBench:
         rows = []
         for length in cfg.context_lengths:
             prompt = self.prompt(length)
+            runs: dict[str, list] = {p: [] for p in cfg.policies}
+            for _ in range(cfg.repeats):  # policies alternate, so machine noise hits all alike
+                for policy in cfg.policies:
+                    progress.set_description(f"long context L={length} {policy}")
+                    runs[policy].append(self._generate(prompt, policy, cfg.context_new_tokens))
             for policy in cfg.policies:
-                progress.set_description(f"long context L={length} {policy}")
-                runs = [
-                    self._generate(prompt, policy, cfg.context_new_tokens)
-                    for _ in range(cfg.repeats)
-                ]
-                stats = [r.stats for r, _ in runs]
+                stats = [r.stats for r, _ in runs[policy]]
                 slots, pages = self._prompt_shape(prompt, policy)
                 analytic = self.flops.generation(slots, pages, 1, policy, self.k, self.beta)
                 row = {
@@ -202,7 +203,7 @@ class EfficiencyBench:
                     "render_s": statistics.median(s.render_s for s in stats),
                     "vision_s": statistics.median(s.vision_s for s in stats),
                     "prefill_flops": analytic["prefill"] + analytic["vision"],
-                    "cuda_max_memory_allocated": runs[0][1],
+                    "cuda_max_memory_allocated": runs[policy][0][1],
                 }
                 if length <= cfg.count_flops_up_to:
                     counted = count_flops(lambda p=prompt, pol=policy: self._generate(p, pol, 1))
@@ -214,50 +215,84 @@ class EfficiencyBench:
 
     # -- long writing ---------------------------------------------------------------------------
 
+    def _interleaved(self, prompt: str, new_tokens: int, progress: tqdm) -> dict[str, tuple]:
+        """Generate under every policy at once, one token of each in turn.
+
+        Each policy's clock runs only while its own step runs, so a burst of machine noise lands
+        on all policies alike. Returns {policy: (result, own seconds at each token)}.
+        """
+        from vist2.engine import GenerationConfig
+
+        runs = {
+            p: self.engine._run(
+                [prompt],
+                GenerationConfig(policy=p, max_new_tokens=new_tokens, stop_on_eos=False),
+                return_logits=False,
+                every_token=True,
+            )
+            for p in self.config.policies
+        }
+        own = dict.fromkeys(runs, 0.0)
+        stamps: dict[str, list[float]] = {p: [] for p in runs}
+        done: dict[str, tuple] = {}
+        while len(done) < len(runs):
+            for policy, run in runs.items():
+                if policy in done:
+                    continue
+                start = time.perf_counter()
+                event = next(run)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                own[policy] += time.perf_counter() - start
+                if isinstance(event, list):  # the results: this policy is finished
+                    done[policy] = (event[0], stamps[policy])
+                    progress.update(1)
+                else:
+                    stamps[policy].append(own[policy])
+                    if len(stamps[policy]) % 1024 == 0:
+                        progress.set_description(f"long writing {len(stamps[policy])}/{new_tokens}")
+        return done
+
     def long_writing(self, progress: tqdm) -> dict:
         cfg = self.config
         prompt = self.prompt(cfg.writing_prompt_tokens)
         marks = _writing_marks(cfg.writing_new_tokens)
         out = {"prompt_tokens": None, "marks": marks, "policies": {}}
-        for policy in cfg.policies:
-            progress.set_description(f"long writing N={cfg.writing_new_tokens} {policy}")
-            result, peak = self._generate(prompt, policy, cfg.writing_new_tokens)
-            times = result.token_times  # perf_counter per token
+        for policy, (result, own) in self._interleaved(
+            prompt, cfg.writing_new_tokens, progress
+        ).items():
             entries = result.cache_entries
             slots, pages = self._prompt_shape(prompt, policy)
             per_entry = result.stats.peak_cache_bytes / max(result.stats.peak_cache_entries, 1)
             at_marks = []
             for n in marks:
                 lo = max(n // 2, 1)  # tokens/s over the second half up to the mark
-                window = (n - lo) / max(times[n - 1] - times[lo - 1], 1e-9)
                 flops = self.flops.generation(slots, pages, n, policy, self.k, self.beta)
                 at_marks.append(
                     {
                         "generated_tokens": n,
-                        "decode_tokens_per_s": window,
-                        "wall_s": times[n - 1] - times[0] + result.stats.ttft_s,
+                        "decode_tokens_per_s": (n - lo) / max(own[n - 1] - own[lo - 1], 1e-9),
+                        "wall_s": own[n - 1],  # this policy's own time, first token included
                         "cache_entries": max(entries[:n]),
                         "cache_bytes": int(max(entries[:n]) * per_entry),
                         "flops": flops["total"],
                         "vision_flops": flops["vision"],
                     }
                 )
-            step = max(len(times) // 64, 16)
+            step = max(len(own) // 64, 16)
             trace = [
                 {
                     "generated_tokens": i + step,
-                    "tokens_per_s": step / max(times[i + step - 1] - times[i - 1], 1e-9),
+                    "tokens_per_s": step / max(own[i + step - 1] - own[i - 1], 1e-9),
                 }
-                for i in range(1, len(times) - step, step)
+                for i in range(1, len(own) - step, step)
             ]
             out["prompt_tokens"] = result.stats.prompt_tokens
             out["policies"][policy] = {
                 "at_marks": at_marks,
                 "trace": trace,
                 "stats": result.stats.to_dict(),
-                "cuda_max_memory_allocated": peak,
             }
-            progress.update(1)
         return out
 
     def run(self) -> dict:

@@ -1,27 +1,60 @@
-"""Benchmark of the page renderer: pages/s and characters/s of each backend on real text.
+"""Benchmark of the page renderer: pages/s and characters/s of each path on real text.
 
 What is notable here
-- Both backends render the same chunks with the same layout, so the ratio is the cost of
+- Both of our backends render the same chunks with the same layout, so their ratio is the cost of
   rasterisation alone (glyph atlas + numpy vs `ImageDraw.text`), layout included in both.
 - Warm-up first (fonts, glyph atlases and per-size tables are filled once per renderer, as in a
   long training run), then repeated timed passes over the chunks; the median pass is reported.
-- `python -m vist2.bench.render` runs it on ../shared/corpora (English: Moby Dick, Chinese:
-  Hongloumeng) with the default `RenderConfig`; `--write-examples DIR` writes the two example
-  pages shown in docs/ (page_en.png, page_zh.png).
+- Side by side, in the same run and on the same characters: Glyph's own renderer
+  (thu-coai/Glyph, `scripts/word2png_function.py`: reportlab -> PDF -> poppler -> PNG files),
+  run from a checkout given by path (`--glyph-dir`; its code is never part of vist2) in a
+  subprocess, under a Python that has its dependencies (`--glyph-python`). A small driver written
+  to a temporary folder imports its module, loads its own config file (`config/config_en.json` or
+  `config_zh.json`, A4 at 72 dpi, 9 pt font) and times `text_to_images`: interpreter start,
+  imports and the first call are reported apart from the timed passes, and the passes are split
+  into font loading, reportlab (layout + PDF), poppler (rasterisation) and PNG writing by timing
+  wrappers around the functions its module calls. Glyph is run two ways: "document" (the whole
+  text in one call -> A4 pages, how Glyph renders a long context) and "per chunk" (one call per
+  vist2 chunk, what a renderer is asked for while generating).
+- Pages differ in size and density between the paths (512x512 px vs cropped A4 at 72 dpi), so
+  characters/s is the like-for-like figure; pages/s is reported with each path's page size and
+  characters per page.
+- `vist2 bench render` / `python -m vist2.bench.render` runs it on ../shared/corpora (English:
+  Moby Dick, Chinese: Hongloumeng) with the default `RenderConfig`; `--out DIR` writes
+  render_bench.json, render_bench.md and render_bench.png. `--write-examples DIR` writes the two
+  example pages shown in docs/ (page_en.png, page_zh.png).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from vist2.render import BACKENDS, PageOverflowError, PageRenderer, RenderConfig
+from vist2.render import (
+    BACKENDS,
+    PageOverflowError,
+    PageRenderer,
+    RenderConfig,
+    default_font_path,
+    normalize_text,
+)
 
 # src/vist2/bench/render.py -> the repo root -> ../shared beside it (as in CI).
 CORPORA = Path(__file__).resolve().parents[4] / "shared" / "corpora"
@@ -30,6 +63,12 @@ SAMPLES = {
     "en": ("en/moby_dick.txt", "Call me Ishmael."),
     "zh": ("zh/hongloumeng.txt", "第一回  甄士隐"),
 }
+SAMPLE_CHARS = 400_000
+# The Glyph paths, in the order they are run and shown.
+GLYPH_DOCUMENT = "glyph"
+GLYPH_PER_CHUNK = "glyph-per-chunk"
+GLYPH_OWN_FONT = "glyph-own-font"
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 def run_render_benchmark(
@@ -41,22 +80,24 @@ def run_render_benchmark(
 ) -> dict[str, Any]:
     """Render `text` cut into `chars_per_page`-character chunks with each backend.
 
-    Returns {"chars_per_page", "pages", "backends": {name: {"pages_per_s", "chars_per_s",
-    "font_sizes", "repeats"}}, "speedup"} where speedup = atlas pages/s / pillow pages/s.
-    Each backend gets about `seconds` of timed passes over at most `max_pages` chunks.
+    Returns {"chars_per_page", "pages", "chars", "backends": {name: {"pages_per_s",
+    "chars_per_s", "font_sizes", "repeats", "warmup_s"}}, "speedup"} where speedup = atlas
+    pages/s / pillow pages/s. Each backend gets about `seconds` of timed passes over at most
+    `max_pages` chunks (at least one pass).
     """
-    if chars_per_page < 1:
-        raise ValueError(f"chars_per_page must be >= 1, got {chars_per_page}")
-    chunks = [text[i : i + chars_per_page] for i in range(0, len(text), chars_per_page)]
-    chunks = [c for c in chunks if c.strip()][:max_pages]
-    if not chunks:
-        raise ValueError("the text holds no non-blank chunk to render")
+    chunks = split_chunks(text, chars_per_page, max_pages)
     n_chars = sum(len(c) for c in chunks)
-    results: dict[str, Any] = {"chars_per_page": chars_per_page, "pages": len(chunks)}
+    results: dict[str, Any] = {
+        "chars_per_page": chars_per_page,
+        "pages": len(chunks),
+        "chars": n_chars,
+    }
     backends: dict[str, dict[str, Any]] = {}
     for backend in BACKENDS:
         renderer = PageRenderer(dataclasses.replace(config, backend=backend))
+        start = time.perf_counter()
         pages = renderer.render_batch(chunks)  # warm-up: fonts, atlases, tables
+        warmup_s = time.perf_counter() - start
         pass_seconds: list[float] = []
         budget_end = time.perf_counter() + seconds
         while not pass_seconds or (time.perf_counter() < budget_end and len(pass_seconds) < 1000):
@@ -69,10 +110,23 @@ def run_render_benchmark(
             "chars_per_s": n_chars / median,
             "font_sizes": sorted({p.font_size for p in pages}),
             "repeats": len(pass_seconds),
+            "pass_s_median": median,
+            "warmup_s": warmup_s,
         }
     results["backends"] = backends
     results["speedup"] = backends["atlas"]["pages_per_s"] / backends["pillow"]["pages_per_s"]
     return results
+
+
+def split_chunks(text: str, chars_per_page: int, max_pages: int) -> list[str]:
+    """`text` cut into `chars_per_page`-character chunks, blank ones dropped, at most `max_pages`."""
+    if chars_per_page < 1:
+        raise ValueError(f"chars_per_page must be >= 1, got {chars_per_page}")
+    chunks = [text[i : i + chars_per_page] for i in range(0, len(text), chars_per_page)]
+    chunks = [c for c in chunks if c.strip()][:max_pages]
+    if not chunks:
+        raise ValueError("the text holds no non-blank chunk to render")
+    return chunks
 
 
 def read_sample(lang: str, n_chars: int, corpora: Path = CORPORA) -> str:
@@ -124,29 +178,664 @@ def write_example_pages(
     return written
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per backend")
-    parser.add_argument("--write-examples", type=Path, help="write page_en.png/page_zh.png here")
+# -- Glyph's own renderer, run from a checkout ----------------------------------------------------
+
+# Written to a temporary folder and run under the Python that has Glyph's dependencies. It is
+# vist2's own harness: it imports Glyph's module from the checkout and times its public function.
+_GLYPH_DRIVER = r'''
+"""vist2 harness: times thu-coai/Glyph's text_to_images on the texts of a job file."""
+import time
+
+T0 = time.perf_counter()
+import importlib.metadata  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+
+
+def version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def main():
+    with open(sys.argv[1], encoding="utf-8") as f:
+        job = json.load(f)
+    sys.path.insert(0, job["scripts_dir"])
+    start = time.perf_counter()
+    import word2png_function as w
+    from PIL import Image
+
+    import_s = time.perf_counter() - start
+    spent = {"font": 0.0, "poppler": 0.0, "png": 0.0}
+    sizes = []
+
+    def timed(fn, bucket):
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[bucket] += time.perf_counter() - t
+
+        return wrapper
+
+    for name, bucket in (
+        ("TTFont", "font"),
+        ("pdfinfo_from_bytes", "poppler"),
+        ("convert_from_bytes", "poppler"),
+    ):
+        if hasattr(w, name):
+            setattr(w, name, timed(getattr(w, name), bucket))
+    pil_save = Image.Image.save
+
+    def timed_save(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return pil_save(self, *args, **kwargs)
+        finally:
+            spent["png"] += time.perf_counter() - t
+            sizes.append(list(self.size))
+
+    Image.Image.save = timed_save
+
+    config = w.load_config(job["config_path"])
+    if job.get("font_path"):
+        config["font-path"] = job["font_path"]
+    texts = job["texts"]
+    out_dir = job["out_dir"]
+
+    def render(text, uid):
+        return len(w.text_to_images(text=text, output_dir=out_dir, config_dict=config, unique_id=uid))
+
+    start = time.perf_counter()
+    render(texts[0][: job["warmup_chars"]], "warmup")
+    warmup_s = time.perf_counter() - start
+    for key in spent:
+        spent[key] = 0.0
+    sizes.clear()
+    pass_s, pages, first_sizes = [], None, None
+    end = time.perf_counter() + job["seconds"]
+    while not pass_s or (time.perf_counter() < end and len(pass_s) < job["max_repeats"]):
+        start = time.perf_counter()
+        n = sum(render(text, "t%05d" % i) for i, text in enumerate(texts))
+        pass_s.append(time.perf_counter() - start)
+        if pages is None:
+            pages, first_sizes = n, list(sizes)
+    total = sum(pass_s)
+    fractions = {key: value / total for key, value in spent.items()}
+    fractions["reportlab"] = max(0.0, 1.0 - sum(fractions.values()))
+    shown = {}
+    for key, value in config.items():
+        shown[key] = value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+    result = {
+        "import_s": import_s,
+        "warmup_s": warmup_s,
+        "pass_s": pass_s,
+        "pages": pages,
+        "calls": len(texts),
+        "chars": sum(len(t) for t in texts),
+        "page_sizes": first_sizes,
+        "fractions": fractions,
+        "config": shown,
+        "versions": {
+            "python": sys.version.split()[0],
+            "reportlab": version("reportlab"),
+            "pdf2image": version("pdf2image"),
+            "pillow": version("pillow"),
+            "numpy": version("numpy"),
+        },
+        "driver_s": time.perf_counter() - T0,
+    }
+    with open(sys.argv[2], "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+main()
+'''
+
+
+def glyph_config_path(glyph_dir: Path, lang: str) -> Path:
+    """Glyph's own page config for a language: config/config_en.json or config/config_zh.json."""
+    path = Path(glyph_dir) / "config" / f"config_{lang}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; is {glyph_dir} a checkout of thu-coai/Glyph?")
+    return path
+
+
+def glyph_config_font(glyph_dir: Path, lang: str) -> Path:
+    """The font file Glyph's config names (relative paths are relative to its scripts/ folder)."""
+    font = json.loads(glyph_config_path(glyph_dir, lang).read_text(encoding="utf-8"))["font-path"]
+    return (Path(glyph_dir) / "scripts" / font).resolve()
+
+
+def run_glyph_renderer(
+    glyph_dir: str | os.PathLike[str],
+    texts: Sequence[str],
+    workdir: str | os.PathLike[str],
+    python: str = sys.executable,
+    lang: str = "en",
+    font_path: str | None = None,
+    seconds: float = 3.0,
+    max_repeats: int = 100,
+    warmup_chars: int = 2000,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Time Glyph's own `text_to_images` (thu-coai/Glyph checkout at `glyph_dir`) on `texts`.
+
+    Each text is one call (one document -> as many A4 pages as it fills); a pass renders them
+    all and writes its PNG files under `workdir`. Glyph's config for `lang` ("en"/"zh") is used
+    as it stands, except the font when `font_path` is given. `python` must have reportlab,
+    pdf2image and poppler's `pdftoppm` on PATH. One warm-up call on the first `warmup_chars`
+    characters, then timed passes for about `seconds` (at least one); the median pass counts.
+
+    Returns {"pages_per_s", "chars_per_s", "pages", "chars", "calls", "repeats",
+    "pass_s_median", "startup": {"interpreter_s", "import_s", "warmup_s"}, "fractions"
+    (share of the passes in font loading / reportlab / poppler / PNG writing), "page_px"
+    (median width x height), "config", "versions"}.
+    """
+    glyph_dir = Path(glyph_dir).resolve()
+    scripts = glyph_dir / "scripts"
+    if not (scripts / "word2png_function.py").is_file():
+        raise FileNotFoundError(
+            f"{scripts / 'word2png_function.py'} not found; --glyph-dir must be a checkout of "
+            "thu-coai/Glyph"
+        )
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ValueError("no non-blank text to render")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    driver = workdir / "vist2_glyph_driver.py"
+    driver.write_text(_GLYPH_DRIVER, encoding="utf-8")
+    job = {
+        "scripts_dir": str(scripts),
+        "config_path": str(glyph_config_path(glyph_dir, lang)),
+        "font_path": font_path,
+        "texts": list(texts),
+        "out_dir": str(workdir / "pages"),
+        "seconds": seconds,
+        "max_repeats": max_repeats,
+        "warmup_chars": warmup_chars,
+    }
+    job_path, result_path = workdir / "job.json", workdir / "result.json"
+    job_path.write_text(json.dumps(job, ensure_ascii=False), encoding="utf-8")
+    result_path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    # cwd = scripts/, as Glyph's own scripts are run (its configs name fonts relative to it).
+    proc = subprocess.run(
+        [python, str(driver), str(job_path), str(result_path)],
+        cwd=scripts,
+        capture_output=True,
+        text=True,
+        timeout=timeout if timeout is not None else max(600.0, 50 * seconds),
+    )
+    wall_s = time.perf_counter() - start
+    if proc.returncode != 0 or not result_path.is_file():
+        raise RuntimeError(
+            f"Glyph's renderer failed under {python} (exit {proc.returncode}). It needs "
+            "`pip install reportlab pdf2image pillow numpy tqdm` in that Python and poppler's "
+            f"pdftoppm on PATH (Debian: poppler-utils).\n{proc.stderr[-3000:]}"
+        )
+    raw = json.loads(result_path.read_text(encoding="utf-8"))
+    median = statistics.median(raw["pass_s"])
+    widths = sorted(w for w, _ in raw["page_sizes"]) or [0]
+    heights = sorted(h for _, h in raw["page_sizes"]) or [0]
+    return {
+        "pages_per_s": raw["pages"] / median,
+        "chars_per_s": raw["chars"] / median,
+        "pages": raw["pages"],
+        "chars": raw["chars"],
+        "calls": raw["calls"],
+        "repeats": len(raw["pass_s"]),
+        "pass_s_median": median,
+        "startup": {
+            # Interpreter start and exit: the subprocess wall time the driver did not see.
+            "interpreter_s": max(0.0, wall_s - raw["driver_s"]),
+            "import_s": raw["import_s"],
+            "warmup_s": raw["warmup_s"],
+        },
+        "fractions": raw["fractions"],
+        "page_px": [statistics.median(widths), statistics.median(heights)],
+        "page_px_range": [[widths[0], heights[0]], [widths[-1], heights[-1]]],
+        "config": raw["config"],
+        "versions": raw["versions"],
+    }
+
+
+def _poppler_version() -> str | None:
+    exe = shutil.which("pdftoppm")
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "-v"], capture_output=True, text=True)
+    match = re.search(r"version (\S+)", out.stderr + out.stdout)
+    return match.group(1) if match else None
+
+
+def _git_commit(path: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+# -- the whole benchmark --------------------------------------------------------------------------
+
+
+def _lang_of(text: str) -> str:
+    """ "zh" when at least a tenth of the non-space characters are CJK ideographs, else "en"."""
+    letters = [c for c in text[:20000] if not c.isspace()]
+    cjk = sum(1 for c in letters if _CJK.match(c))
+    return "zh" if letters and cjk >= 0.1 * len(letters) else "en"
+
+
+def bench_texts(
+    texts: dict[str, str],
+    config: RenderConfig | None = None,
+    seconds: float = 3.0,
+    max_pages: int = 64,
+    glyph_dir: Path | None = None,
+    glyph_python: str = sys.executable,
+    glyph_per_chunk: bool = True,
+    glyph_own_font: bool = True,
+    log=print,
+) -> dict[str, Any]:
+    """Benchmark every path on each text of `texts` ({label: text}); the JSON-able result.
+
+    Each text is cut into chunks of what one default page holds at the default font size (at
+    most `max_pages`). Our backends render the chunks; Glyph (when `glyph_dir` is given) renders
+    the same characters as one document, then (`glyph_per_chunk`) one call per chunk, then
+    (`glyph_own_font`) as one document with the font its config names when that file is in the
+    checkout. Glyph gets WenQuanYi Micro Hei, our font, unless stated otherwise.
+    """
+    config = config or RenderConfig()
+    font = config.font_path or default_font_path()
+    result: dict[str, Any] = {
+        "render_config": config.to_dict(),
+        "font": font,
+        "seconds": seconds,
+        "max_pages": max_pages,
+        "texts": {},
+        "glyph": None,
+        "environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "pillow": importlib.metadata.version("pillow"),
+            "numpy": importlib.metadata.version("numpy"),
+            "vist2": importlib.metadata.version("vist2"),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "load_avg_1min_before": _load_avg(),
+        },
+    }
+    if glyph_dir is not None:
+        glyph_dir = Path(glyph_dir).resolve()
+        result["glyph"] = {
+            "dir": str(glyph_dir),
+            "commit": _git_commit(glyph_dir),
+            "python": glyph_python,
+            "poppler": _poppler_version(),
+            "script": "scripts/word2png_function.py: text_to_images",
+        }
+    for label, text in texts.items():
+        lang = label if label in SAMPLES else _lang_of(text)
+        chars_per_page = len(longest_prefix_that_fits(text, config))
+        log(
+            f"{label}: chunks of {chars_per_page} characters (one default page at {config.font_size} px)"
+        )
+        ours = run_render_benchmark(text, config, chars_per_page, seconds, max_pages)
+        paths: dict[str, dict[str, Any]] = {}
+        for backend, r in ours["backends"].items():
+            paths[backend] = {
+                **r,
+                "pages": ours["pages"],
+                "chars": ours["chars"],
+                "chars_per_page": ours["chars"] / ours["pages"],
+                "page_px": [config.page_width, config.page_height],
+                "font_desc": f"{Path(font).name}, {config.font_size} px "
+                f"(auto-fit to {config.min_font_size})",
+            }
+            log(_line(backend, paths[backend]))
+        entry: dict[str, Any] = {
+            "lang": lang,
+            "chars_per_page": chars_per_page,
+            "chunks": ours["pages"],
+            "chars": ours["chars"],
+            "paths": paths,
+        }
+        if glyph_dir is not None:
+            chunks = split_chunks(text, chars_per_page, max_pages)
+            # Glyph splits paragraphs on "\n" only: give it the newlines our renderer lays out.
+            chunks = [normalize_text(c) for c in chunks]
+            runs = [(GLYPH_DOCUMENT, ["".join(chunks)], font)]
+            if glyph_per_chunk:
+                runs.append((GLYPH_PER_CHUNK, chunks, font))
+            own = glyph_config_font(glyph_dir, lang)
+            if glyph_own_font and own.is_file() and own != Path(font).resolve():
+                runs.append((GLYPH_OWN_FONT, ["".join(chunks)], str(own)))
+            elif glyph_own_font:
+                entry["skipped"] = {
+                    GLYPH_OWN_FONT: f"{own.name} (named by config_{lang}.json) is not in the checkout"
+                }
+            for name, glyph_texts, glyph_font in runs:
+                with tempfile.TemporaryDirectory(prefix="vist2-glyph-") as work:
+                    r = run_glyph_renderer(
+                        glyph_dir,
+                        glyph_texts,
+                        work,
+                        python=glyph_python,
+                        lang=lang,
+                        font_path=glyph_font,
+                        seconds=seconds,
+                    )
+                c = r["config"]
+                r["chars_per_page"] = r["chars"] / r["pages"]
+                r["font_desc"] = (
+                    f"{Path(glyph_font).name}, {c.get('font-size')} pt at {c.get('dpi')} dpi, "
+                    f"leading {c.get('line-height')}"
+                )
+                paths[name] = r
+                log(_line(name, r))
+            g = paths[GLYPH_DOCUMENT]
+            entry["ratios"] = {
+                f"{p}/{GLYPH_DOCUMENT} chars/s": paths[p]["chars_per_s"] / g["chars_per_s"]
+                for p in (*BACKENDS, GLYPH_PER_CHUNK)
+                if p in paths
+            }
+            entry["ratios"].update(
+                {
+                    f"{p}/{GLYPH_DOCUMENT} pages/s": paths[p]["pages_per_s"] / g["pages_per_s"]
+                    for p in BACKENDS
+                }
+            )
+            if GLYPH_PER_CHUNK in paths:
+                entry["ratios"][f"atlas/{GLYPH_PER_CHUNK} pages/s"] = (
+                    paths["atlas"]["pages_per_s"] / paths[GLYPH_PER_CHUNK]["pages_per_s"]
+                )
+            versions = result["glyph"].setdefault("versions", g["versions"])
+            versions.update(g["versions"])
+            result["glyph"]["config"] = {k: v for k, v in g["config"].items() if k != "font-path"}
+        entry["ratios"] = {"atlas/pillow": ours["speedup"], **entry.get("ratios", {})}
+        result["texts"][label] = entry
+    result["environment"]["load_avg_1min_after"] = _load_avg()
+    return result
+
+
+def _load_avg() -> float | None:
+    """The 1-minute load average: other processes on the machine slow every path down."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _line(name: str, r: dict[str, Any]) -> str:
+    w, h = r["page_px"]
+    return (
+        f"  {name:>15}: {r['pages_per_s']:8.1f} pages/s {r['chars_per_s']:11.0f} chars/s "
+        f"({r['chars_per_page']:.0f} chars/page, {w:.0f}x{h:.0f} px, {r['repeats']} passes)"
+    )
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _pages(x: float) -> str:
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _page_size(value: Any) -> str:
+    """Glyph's config page size, "(595.0, 842.0)" or "595,842", as "595×842"."""
+    numbers = re.findall(r"[0-9.]+", str(value))
+    return "×".join(f"{float(n):g}" for n in numbers) if numbers else str(value)
+
+
+def render_bench_markdown(result: dict[str, Any]) -> str:
+    """The result as Markdown: one table of all paths and texts, ratios, then how each ran."""
+    cfg = result["render_config"]
+    glyph = result["glyph"]
+    lines = [
+        "# Renderer throughput",
+        "",
+        f"Command: `{result.get('command', 'vist2 bench render')}`  ",
+        f"Machine: {result['environment']['platform']}, {result['environment']['cpu_count']} "
+        f"CPUs, Python {result['environment']['python']}; one process per path, median of "
+        f"timed passes after a warm-up ({result['seconds']:g} s per path).",
+    ]
+    env = result["environment"]
+    loads = [env.get("load_avg_1min_before"), env.get("load_avg_1min_after")]
+    if any(x is not None and x > 0.5 for x in loads):
+        lines.append(
+            f"Other processes were running (1-minute load average {loads[0]} before, "
+            f"{loads[1]} after, on {env['cpu_count']} CPUs): absolute figures are lower than on "
+            "an idle machine; the paths ran one after another in the same run."
+        )
+    lines += [
+        "",
+        "| text | path | page (px) | font | chars/page | pages/s | chars/s | chars/s vs Glyph |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, entry in result["texts"].items():
+        paths = entry["paths"]
+        ref = paths.get(GLYPH_DOCUMENT)
+        for name, r in paths.items():
+            w, h = r["page_px"]
+            page = f"{w:.0f}×{h:.0f}"
+            if name.startswith("glyph"):
+                (w0, h0), (w1, h1) = r["page_px_range"]
+                page += f" (median; {w0}–{w1} × {h0}–{h1})"
+            vs = f"{r['chars_per_s'] / ref['chars_per_s']:.2f}×" if ref else "–"
+            lines.append(
+                f"| {label} | {name} | {page} | {r['font_desc']} | {r['chars_per_page']:.0f} | "
+                f"{r['pages_per_s']:.1f} | {_si(r['chars_per_s'])} | {vs} |"
+            )
+    lines += ["", "Ratios (same text, same run):", ""]
+    for label, entry in result["texts"].items():
+        ratios = ", ".join(f"{k} = {v:.2f}×" for k, v in entry["ratios"].items())
+        lines.append(f"- {label}: {ratios}")
+    lines += [
+        "",
+        "## How each path ran",
+        "",
+        f"- **atlas**, **pillow** (vist2): the default `RenderConfig` ({cfg['page_width']}×"
+        f"{cfg['page_height']} px, {cfg['font_size']} px font, auto-fit down to "
+        f"{cfg['min_font_size']} px, margin {cfg['margin']} px), chunks of what one page holds at "
+        f"{cfg['font_size']} px, rendered to numpy arrays in memory (no file written). The two "
+        "backends share the layout; only rasterisation differs.",
+    ]
+    if glyph is None:
+        lines += ["- Glyph: not run (no `--glyph-dir`)."]
+    else:
+        gc = glyph.get("config", {})
+        v = glyph.get("versions", {})
+        lines += [
+            f"- **glyph** (thu-coai/Glyph{', commit ' + glyph['commit'][:12] if glyph.get('commit') else ''}): "
+            f"its `{glyph['script']}` with its own config file (page {_page_size(gc.get('page-size'))} pt at "
+            f"{gc.get('dpi')} dpi, font {gc.get('font-size')} pt, leading {gc.get('line-height')}, "
+            f"margins {gc.get('margin-x')}/{gc.get('margin-y')}, auto-crop-width "
+            f"{gc.get('auto-crop-width')}, auto-crop-last-page {gc.get('auto-crop-last-page')}); "
+            "font WenQuanYi Micro Hei (ours) unless the path says otherwise. reportlab lays out and "
+            "writes a PDF, poppler's pdftoppm rasterises it (RGB), each page is written as a PNG "
+            "file; all of that is in the timed passes. **glyph** renders the whole text as one "
+            "document (Glyph's use: a long context -> A4 pages); **glyph-per-chunk** calls it once "
+            "per vist2 chunk (what rendering each chunk while generating asks for; each call "
+            "reloads the font and starts pdftoppm twice); **glyph-own-font** is the document run "
+            "with the font its config names.",
+            f"- Glyph ran under {glyph['python']} (Python {v.get('python')}, reportlab "
+            f"{v.get('reportlab')}, pdf2image {v.get('pdf2image')}, Pillow {v.get('pillow')}), "
+            f"poppler {glyph.get('poppler')}, in a subprocess; it started in the times below, "
+            "which are not in pages/s. The timed passes split into font loading (reportlab "
+            "parses the font file on every call), reportlab (layout + PDF), poppler (pdfinfo + "
+            "pdftoppm) and PNG writing; the last column is the rate if the PNG files were not "
+            "written (vist2's paths write none):",
+            "",
+            "| text | path | interpreter (s) | imports (s) | first call (s) | font | reportlab | "
+            "poppler | PNG write | chars/s less PNG write |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for label, entry in result["texts"].items():
+            for name, r in entry["paths"].items():
+                if not name.startswith("glyph"):
+                    continue
+                s, f = r["startup"], r["fractions"]
+                lines.append(
+                    f"| {label} | {name} | {s['interpreter_s']:.2f} | {s['import_s']:.2f} | "
+                    f"{s['warmup_s']:.2f} | {f['font']:.0%} | {f['reportlab']:.0%} | "
+                    f"{f['poppler']:.0%} | {f['png']:.0%} | "
+                    f"{_si(r['chars_per_s'] / max(1e-9, 1 - f['png']))} |"
+                )
+        for label, entry in result["texts"].items():
+            for name, why in entry.get("skipped", {}).items():
+                lines.append(f"\n{label}: {name} not run: {why}.")
+    lines += [
+        "",
+        "Pages are not the same size or density across paths, so chars/s is the like-for-like "
+        "figure; pages/s is per each path's own page.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_render_bench(result: dict[str, Any], path: Path) -> Path | None:
+    """A small bar chart of chars/s per path and text (log scale); None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    labels = list(result["texts"])
+    names: list[str] = []
+    for entry in result["texts"].values():
+        names += [n for n in entry["paths"] if n not in names]
+    colors = {"atlas": "#1f77b4", "pillow": "#7fb2d9", GLYPH_DOCUMENT: "#d62728"}
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.35 * len(names) * len(labels)), dpi=100)
+    y, ticks, ticklabels = 0.0, [], []
+    for label in labels:
+        for name in names:
+            r = result["texts"][label]["paths"].get(name)
+            if r is None:
+                continue
+            ax.barh(y, r["chars_per_s"], color=colors.get(name, "#f4a3a3"), height=0.8)
+            ax.text(
+                r["chars_per_s"] * 1.08,
+                y,
+                f"{_si(r['chars_per_s'])} chars/s, {_pages(r['pages_per_s'])} pages/s",
+                va="center",
+                fontsize=7,
+            )
+            ticks.append(y)
+            ticklabels.append(f"{label} {name}")
+            y += 1
+        y += 0.6
+    ax.set_yticks(ticks, ticklabels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    lo = min(r["chars_per_s"] for e in result["texts"].values() for r in e["paths"].values())
+    hi = max(r["chars_per_s"] for e in result["texts"].values() for r in e["paths"].values())
+    ax.set_xlim(lo / 3, hi * 15)
+    ax.set_xlabel("characters rendered per second (log scale, one process)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_title("vist2 renderer backends vs Glyph's renderer, same text", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, pil_kwargs={"optimize": True})
+    plt.close(fig)
+    return path
+
+
+def bench_render_main(argv: Sequence[str] | None = None) -> int:
+    """`vist2 bench render`: pages/s and chars/s of each renderer path, optionally vs Glyph."""
+    parser = argparse.ArgumentParser(
+        prog="vist2 bench render",
+        description="Pages/s and characters/s of vist2's renderer backends at the default page "
+        "settings, side by side with Glyph's own renderer (thu-coai/Glyph) on the same text.",
+    )
+    parser.add_argument(
+        "--text",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="a UTF-8 text file to render (repeatable); default: Moby Dick and Hongloumeng "
+        "from ../shared/corpora",
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per path")
+    parser.add_argument(
+        "--max-pages", type=int, default=64, help="render at most this many chunks per text"
+    )
+    parser.add_argument(
+        "--glyph-dir", type=Path, help="a checkout of thu-coai/Glyph to run side by side"
+    )
+    parser.add_argument(
+        "--glyph-python",
+        default=sys.executable,
+        help="a Python with Glyph's dependencies (reportlab, pdf2image); default: this one",
+    )
+    parser.add_argument(
+        "--no-glyph-per-chunk", action="store_true", help="skip Glyph's one-call-per-chunk run"
+    )
+    parser.add_argument(
+        "--no-glyph-own-font", action="store_true", help="skip Glyph's run with its config's font"
+    )
+    parser.add_argument("--out", type=Path, help="write render_bench.{json,md,png} here")
     parser.add_argument("--corpora", type=Path, default=CORPORA, help="the shared corpora folder")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--write-examples", type=Path, help="only write page_en.png/page_zh.png here"
+    )
+    args = parser.parse_args(argv)
     config = RenderConfig()
     if args.write_examples:
         write_example_pages(args.write_examples, config, args.corpora)
-        return
+        return 0
+    if args.seconds < 0 or args.max_pages < 1:
+        parser.error("--seconds must be >= 0 and --max-pages >= 1")
+    if args.text:
+        texts = {}
+        for path in args.text:
+            with path.open(encoding="utf-8", newline="") as f:
+                texts[path.stem] = f.read()[:SAMPLE_CHARS]
+    else:
+        texts = {lang: read_sample(lang, SAMPLE_CHARS, args.corpora) for lang in SAMPLES}
     print(f"config: {config.to_dict()}")
-    for lang in ("en", "zh"):
-        sample = read_sample(lang, 400_000, args.corpora)
-        # A chunk is what one default page holds at the default font size.
-        chars_per_page = len(longest_prefix_that_fits(sample, config))
-        result = run_render_benchmark(sample, config, chars_per_page, seconds=args.seconds)
-        print(f"{lang}: {result['pages']} pages of {chars_per_page} characters")
-        for backend, r in result["backends"].items():
-            print(
-                f"  {backend:>6}: {r['pages_per_s']:8.1f} pages/s {r['chars_per_s']:11.0f} chars/s "
-                f"(font sizes {r['font_sizes']}, {r['repeats']} passes)"
-            )
-        print(f"  atlas / pillow: {result['speedup']:.1f}x")
+    result = bench_texts(
+        texts,
+        config,
+        seconds=args.seconds,
+        max_pages=args.max_pages,
+        glyph_dir=args.glyph_dir,
+        glyph_python=args.glyph_python,
+        glyph_per_chunk=not args.no_glyph_per_chunk,
+        glyph_own_font=not args.no_glyph_own_font,
+    )
+    result["command"] = "vist2 bench render " + " ".join(
+        sys.argv[1:] if argv is None else list(argv)
+    )
+    for label, entry in result["texts"].items():
+        ratios = ", ".join(f"{k} {v:.2f}x" for k, v in entry["ratios"].items())
+        print(f"{label}: {ratios}")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "render_bench.json").write_text(
+            json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        (args.out / "render_bench.md").write_text(render_bench_markdown(result), encoding="utf-8")
+        png = plot_render_bench(result, args.out / "render_bench.png")
+        written = "json, md" + (", png" if png else " (no png: matplotlib is not installed)")
+        print(f"wrote {args.out}/render_bench.{{{written}}}")
+    return 0
+
+
+def main() -> None:
+    raise SystemExit(bench_render_main())
 
 
 if __name__ == "__main__":
