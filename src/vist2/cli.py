@@ -288,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="UTF-8 text to cut prompts from (default: ../shared Moby Dick)")
     p.add_argument("--tokenizer", help="tokenizer dir (default: the bundled tiny tokenizer)")
     p.set_defaults(func=cmd_bench_efficiency)
+    p = bench.add_parser("cache", help="evicting preallocated cache vs Hugging Face DynamicCache")
+    p.add_argument("--preset", default="bench-cpu")
+    p.add_argument("--new-tokens", type=int, default=4096)
+    p.add_argument("--policy", default="global")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_bench_cache)
     p = bench.add_parser(
         "render", help="pages/s of each renderer path (and Glyph's, with --glyph-dir)"
     )

@@ -1,7 +1,7 @@
 """`vist2 bench cache`: the evicting preallocated cache vs Hugging Face's DynamicCache.
 
-Both run the same `global` generation (same model, same prompt, greedy) in one process,
-alternating, and report decode tokens/s and wall time per implementation. The tokens must agree
+Both run the same generation (same model, same prompt, greedy) in one process, interleaved token
+by token (`vist2.bench.interleave`), and report decode tokens/s on each one's own clock. The tokens must agree
 (the run fails otherwise): speed is the only thing allowed to differ.
 """
 
@@ -22,7 +22,8 @@ def run_cache_bench(
     device: str = "cpu",
     seed: int = 0,
 ) -> dict:
-    from vist2.engine import Engine
+    from vist2.bench.interleave import run_interleaved
+    from vist2.engine import Engine, GenerationConfig
     from vist2.loading import load_tokenizer, tiny_tokenizer_path
     from vist2.model import VIST2Model
     from vist2.presets import preset_config
@@ -33,20 +34,28 @@ def run_cache_bench(
     prompt = (
         "It is a truth universally acknowledged, that a single man in possession of a good fortune"
     )
-    kw = dict(policy=policy, max_new_tokens=new_tokens, stop_on_eos=False)
-    for cache in ("static", "dynamic"):  # warm-up
-        engine.generate(prompt, **{**kw, "max_new_tokens": 64}, cache=cache)
+    warm = {
+        c: GenerationConfig(policy=policy, max_new_tokens=64, cache=c)
+        for c in ("static", "dynamic")
+    }
+    run_interleaved(engine, prompt, warm)
+    configs = {
+        c: GenerationConfig(policy=policy, max_new_tokens=new_tokens, stop_on_eos=False, cache=c)
+        for c in ("static", "dynamic")
+    }
     runs: dict[str, list] = {"static": [], "dynamic": []}
     for _ in range(repeats):
-        for cache in runs:
-            runs[cache].append(engine.generate(prompt, cache=cache, **kw))
-    if runs["static"][0].token_ids != runs["dynamic"][0].token_ids:
+        for cache, (result, own) in run_interleaved(engine, prompt, configs).items():
+            runs[cache].append((result, own))
+    if runs["static"][0][0].token_ids != runs["dynamic"][0][0].token_ids:
         raise Vist2Error("the two cache implementations generated different tokens")
     out = {"preset": preset, "policy": policy, "new_tokens": new_tokens, "repeats": repeats}
     for cache, results in runs.items():
+        # decode tokens/s on each run's own clock, after the first token
+        rates = [(len(own) - 1) / max(own[-1] - own[0], 1e-9) for _, own in results]
         out[cache] = {
-            "decode_tokens_per_s": statistics.median(r.stats.decode_tokens_per_s for r in results),
-            "total_s": statistics.median(r.stats.total_s for r in results),
+            "decode_tokens_per_s": statistics.median(rates),
+            "own_seconds": statistics.median(own[-1] for _, own in results),
         }
     out["static_over_dynamic"] = (
         out["static"]["decode_tokens_per_s"] / out["dynamic"]["decode_tokens_per_s"]

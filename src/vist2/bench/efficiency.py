@@ -33,6 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from vist2.bench.flops import FlopModel, count_flops
+from vist2.bench.interleave import run_interleaved
+from vist2.engine import GenerationConfig
 from vist2.errors import Vist2Error
 from vist2.layout import build_layout
 
@@ -215,52 +217,23 @@ class EfficiencyBench:
 
     # -- long writing ---------------------------------------------------------------------------
 
-    def _interleaved(self, prompt: str, new_tokens: int, progress: tqdm) -> dict[str, tuple]:
-        """Generate under every policy at once, one token of each in turn.
-
-        Each policy's clock runs only while its own step runs, so a burst of machine noise lands
-        on all policies alike. Returns {policy: (result, own seconds at each token)}.
-        """
-        from vist2.engine import GenerationConfig
-
-        runs = {
-            p: self.engine._run(
-                [prompt],
-                GenerationConfig(policy=p, max_new_tokens=new_tokens, stop_on_eos=False),
-                return_logits=False,
-                every_token=True,
-            )
-            for p in self.config.policies
-        }
-        own = dict.fromkeys(runs, 0.0)
-        stamps: dict[str, list[float]] = {p: [] for p in runs}
-        done: dict[str, tuple] = {}
-        while len(done) < len(runs):
-            for policy, run in runs.items():
-                if policy in done:
-                    continue
-                start = time.perf_counter()
-                event = next(run)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                own[policy] += time.perf_counter() - start
-                if isinstance(event, list):  # the results: this policy is finished
-                    done[policy] = (event[0], stamps[policy])
-                    progress.update(1)
-                else:
-                    stamps[policy].append(own[policy])
-                    if len(stamps[policy]) % 1024 == 0:
-                        progress.set_description(f"long writing {len(stamps[policy])}/{new_tokens}")
-        return done
-
     def long_writing(self, progress: tqdm) -> dict:
         cfg = self.config
         prompt = self.prompt(cfg.writing_prompt_tokens)
         marks = _writing_marks(cfg.writing_new_tokens)
         out = {"prompt_tokens": None, "marks": marks, "policies": {}}
-        for policy, (result, own) in self._interleaved(
-            prompt, cfg.writing_new_tokens, progress
-        ).items():
+        configs = {
+            p: GenerationConfig(policy=p, max_new_tokens=cfg.writing_new_tokens, stop_on_eos=False)
+            for p in cfg.policies
+        }
+
+        def show(policy: str, n: int) -> None:
+            if n % 1024 == 0:
+                progress.set_description(f"long writing {n}/{cfg.writing_new_tokens} {policy}")
+
+        runs = run_interleaved(self.engine, prompt, configs, on_token=show)
+        progress.update(len(runs))
+        for policy, (result, own) in runs.items():
             entries = result.cache_entries
             slots, pages = self._prompt_shape(prompt, policy)
             per_entry = result.stats.peak_cache_bytes / max(result.stats.peak_cache_entries, 1)
