@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_generate)
 
+    from vist2.training.cli import add_commands
+
+    add_commands(sub)  # vist2 train, vist2 plot
+
     bench = sub.add_parser(
         "bench", help="benchmarks: efficiency (policies side by side), render"
     ).add_subparsers(dest="bench", required=True)

@@ -180,13 +180,17 @@ def make_mask_mod(persistent: torch.Tensor, chunk_id: torch.Tensor, valid: torch
 
 
 def collate_layouts(
-    layouts: Sequence[SequenceLayout], pad_id: int = 0, padding_side: str = "right"
+    layouts: Sequence[SequenceLayout],
+    pad_id: int = 0,
+    padding_side: str = "right",
+    dense_mask: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Pad layouts into a batch (right padding for training, left padding for generation).
 
     Returns input_ids, visual_mask, position_ids, labels, persistent, chunk_id, valid: (B, L);
     attention_mask: (B, 1, L, L) bool (the dense rule-2 mask with padded keys hidden; a padded
-    query row sees itself, so no row is empty and softmax never makes NaN).
+    query row sees itself, so no row is empty and softmax never makes NaN). With
+    `dense_mask=False` it is left out (flex attention builds a BlockMask from the per-slot arrays).
     """
     if not layouts:
         raise ConfigError("cannot collate an empty batch")
@@ -218,6 +222,8 @@ def collate_layouts(
         "chunk_id": chunk_id,
         "valid": valid,
     }
+    if not dense_mask:
+        return out
     mask = visibility(persistent, chunk_id, valid)  # [B, L, L]
     mask |= torch.diag_embed(~valid)  # padded rows see themselves only
     out["attention_mask"] = mask[:, None]  # [B, 1, L, L]

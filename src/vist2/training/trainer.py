@@ -1,0 +1,526 @@
+"""One training loop for every stage.
+
+Stages differ only in data (`datasets.py`), layout and config (`config.py`); this loop has no
+`if stage == ...`. What is notable:
+
+- Freezing is data: `TrainConfig.learning_rates` gives each top-level module of `VIST2Model` a
+  learning rate; 0 sets `requires_grad=False` and keeps the module out of the optimizer.
+- Devices and distribution are accelerate's (`Accelerator`): DDP, FSDP and DeepSpeed come from
+  `accelerate launch --config_file configs/accelerate/...`; there is no distribution code here.
+- The loss of a step is the mean over *every labelled token of the global batch*: the labelled
+  tokens of all micro-batches on all processes are counted before the first backward, and each
+  micro-batch's token-loss sum is divided by that count. So 1 process x 4 micro-batches,
+  2 processes x 2 and 4 x 1 compute the same gradient (up to float rounding), whatever the
+  sequence lengths.
+- Before the optimizer step, a NaN/inf loss or gradient norm stops the run on every process with
+  a clear `Vist2Error`; nothing is written, so the last checkpoint is the last good state.
+- Attention mask: the dense boolean rule-2 mask on CPU; on GPU a flex-attention `BlockMask` built
+  from the same per-slot arrays (`vist2.layout.make_mask_mod`), so long OLM sequences need no
+  O(L²) mask. bf16 autocast on GPU (weights and optimizer state stay fp32).
+- Resume restores model, optimizer, scheduler, RNG (accelerate) and the trainer state: step,
+  data position (the next global sample number is step x batch_size) and the bad-record log.
+
+Run directory (`RUN_DIR`):
+
+    train_config.json   the resolved TrainConfig          run.json      stage, model, data
+    metrics.jsonl       one line per step                  bad_data.jsonl  skipped records
+    checkpoints/step-N  resumable state (checkpoint.py)    model/        the trained model
+    summary.json        how the run ended
+
+`RUN_DIR/model` is a normal vist2 model directory (`vist2.loading.load_model`); the next stage
+takes it, or the run directory itself, as `--model`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vist2.errors import ConfigError, Vist2Error
+from vist2.layout import IGNORE_INDEX, make_mask_mod
+from vist2.loading import check_model_dir, load_model
+from vist2.training.checkpoint import CheckpointManager, fsync_tree, replace_dir
+from vist2.training.config import MODULES, OPERATIONAL_FIELDS, TrainConfig
+from vist2.training.datasets import SampleRange, build_dataset, collate_examples
+from vist2.training.metrics import METRICS_FILE, MetricsLog, Progress, read_metrics
+from vist2.training.problems import DataProblem, ProblemLog
+from vist2.training.schedule import warmup_cosine_scheduler
+
+MODEL_DIR = "model"
+FLEX_BLOCK = 128  # flex attention's block size: flex batches are padded to a multiple of it
+MODEL_INPUTS = ("input_ids", "visual_mask", "pages", "position_ids", "attention_mask", "labels")
+
+
+class NonFiniteLossError(Vist2Error):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_dir: Path  # RUN_DIR/model: load with vist2.loading.load_model
+    steps: int
+    final_loss: float | None
+    bad_records: int
+
+
+class TrainerState:
+    """What a checkpoint holds beyond accelerate's part: progress, data position, bad records."""
+
+    def __init__(self, problems: ProblemLog) -> None:
+        self.step = 0  # optimizer steps done; the next sample is step x batch_size
+        self.labelled_tokens = 0
+        self.slots = 0
+        self.elapsed_s = 0.0
+        self.problems = problems
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "labelled_tokens": self.labelled_tokens,
+            "slots": self.slots,
+            "elapsed_s": self.elapsed_s,
+            "problems": self.problems.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        self.labelled_tokens = state["labelled_tokens"]
+        self.slots = state["slots"]
+        self.elapsed_s = state["elapsed_s"]
+        self.problems.load_state_dict(state["problems"])
+
+
+# -- pieces -----------------------------------------------------------------------------------------
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model directory, or a run directory whose `model/` holds the trained model."""
+    path = Path(path)
+    if (path / MODEL_DIR / "config.json").is_file() and not (path / "config.json").is_file():
+        return path / MODEL_DIR
+    if (path / "train_config.json").is_file() and not (path / MODEL_DIR).is_dir():
+        raise Vist2Error(
+            f"{path} is a run directory without a finished model ({path / MODEL_DIR}); finish or resume that run first"
+        )
+    return check_model_dir(path)
+
+
+def param_groups(
+    model: torch.nn.Module, learning_rates: dict[str, float], weight_decay: float
+) -> list[dict]:
+    """Freeze modules whose rate is 0; optimizer groups for the rest (no decay on biases/norms).
+
+    Every child module of the model must have a rate, so nothing trains or freezes by accident.
+    """
+    children = dict(model.named_children())
+    unnamed = sorted(set(children) - set(learning_rates))
+    if unnamed:
+        raise ConfigError(
+            f"TrainConfig.learning_rates has no rate for module(s) {unnamed} of the model"
+        )
+    groups = []
+    for name in MODULES:
+        module, lr = children[name], learning_rates[name]
+        module.requires_grad_(lr > 0)
+        if lr == 0:
+            continue
+        params = list(module.parameters())
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups.append({"params": decay, "lr": lr, "weight_decay": weight_decay, "name": name})
+        if no_decay:
+            groups.append(
+                {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name}.no_decay"}
+            )
+    return groups
+
+
+def _mixed_precision(config: TrainConfig) -> str:
+    if config.mixed_precision != "auto":
+        return config.mixed_precision
+    return "bf16" if torch.cuda.is_available() and not config.cpu else "no"
+
+
+def make_accelerator(config: TrainConfig):
+    """The run's `Accelerator`, with gradient accumulation derived from the global batch size."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import GradientAccumulationPlugin
+
+    processes = PartialState(cpu=config.cpu).num_processes
+    per_pass = config.micro_batch_size * processes
+    if config.batch_size % per_pass:
+        raise ConfigError(
+            f"TrainConfig.batch_size ({config.batch_size}) must be a multiple of micro_batch_size x "
+            f"processes ({config.micro_batch_size} x {processes} = {per_pass})"
+        )
+    plugin = GradientAccumulationPlugin(
+        num_steps=config.batch_size // per_pass, sync_with_dataloader=False
+    )
+    return Accelerator(
+        cpu=config.cpu,
+        mixed_precision=_mixed_precision(config),
+        gradient_accumulation_plugin=plugin,
+    )
+
+
+def _use_flex(config: TrainConfig, device: torch.device) -> bool:
+    if config.attention == "flex" and device.type != "cuda":
+        raise ConfigError(
+            "TrainConfig.attention = 'flex' needs a GPU (flex attention has no CPU backward); use 'dense'"
+        )
+    return config.attention == "flex" or (config.attention == "auto" and device.type == "cuda")
+
+
+def pad_to_multiple(batch: dict, multiple: int) -> dict:
+    """Right-pad a collated batch's per-slot tensors to a length that is a multiple of `multiple`.
+
+    For flex attention: few distinct lengths means few compilations. Padded slots are invalid
+    (hidden from every query, no label), so the loss does not change. The dense mask is dropped.
+    """
+    length = batch["input_ids"].shape[1]
+    extra = -length % multiple
+    fills = {"input_ids": 0, "visual_mask": False, "position_ids": 0, "labels": IGNORE_INDEX,
+             "persistent": True, "chunk_id": -1, "valid": False}  # fmt: skip
+    out = {k: v for k, v in batch.items() if k != "attention_mask"}
+    if extra:
+        for key, fill in fills.items():
+            pad = torch.full(
+                (batch[key].shape[0], extra), fill, dtype=batch[key].dtype, device=batch[key].device
+            )
+            out[key] = torch.cat([batch[key], pad], dim=1)  # [B, L + extra]
+    return out
+
+
+def block_mask(batch: dict):
+    """The rule-2 flex-attention BlockMask of a collated batch (on the batch's device)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    persistent, chunk_id, valid = batch["persistent"], batch["chunk_id"], batch["valid"]
+    size, length = persistent.shape
+    mask_mod = make_mask_mod(persistent, chunk_id, valid)
+    return create_block_mask(
+        mask_mod, size, None, length, length, device=persistent.device, _compile=True
+    )
+
+
+def _check_resume_config(run_dir: Path, config: TrainConfig) -> None:
+    saved_path = run_dir / "train_config.json"
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    now = config.to_dict()
+    changed = sorted(k for k in now if k not in OPERATIONAL_FIELDS and saved.get(k) != now[k])
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ConfigError(
+            f"--resume with a different config than {saved_path} ({details}); resume with the same "
+            f"settings, or start a new run in another --out"
+        )
+
+
+def _worker_message(err: Vist2Error) -> Vist2Error:
+    """A Vist2Error from a DataLoader worker carries the worker's traceback; keep its last line."""
+    text = str(err)
+    if "DataLoader worker" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return type(err)(last.split(": ", 1)[-1] if last.startswith(type(err).__name__) else last)
+    return err
+
+
+def prepare_run_dir(
+    accelerator,
+    run_dir: Path,
+    checkpoints: CheckpointManager,
+    config: TrainConfig,
+    resume: bool,
+    info: dict,
+) -> Path | None:
+    """Check RUN_DIR against --resume, write its config files; the checkpoint to resume from."""
+    latest = checkpoints.latest()
+    if not resume and (latest is not None or (run_dir / "train_config.json").exists()):
+        raise Vist2Error(
+            f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    if resume and latest is not None:
+        _check_resume_config(run_dir, config)
+    accelerator.wait_for_everyone()  # every process has looked at RUN_DIR before it changes
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "train_config.json")
+        info = {"stage": config.stage, **info, "processes": accelerator.num_processes}
+        (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        if latest is None:  # a fresh start: logs of an earlier attempt that never checkpointed go
+            for stale in (METRICS_FILE, "bad_data.jsonl"):
+                (run_dir / stale).unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+    return latest
+
+
+def save_final_model(accelerator, model, tokenizer, run_dir: Path) -> Path:
+    """Write RUN_DIR/model atomically (temp dir, fsync, rename); every process must call this."""
+    state_dict = accelerator.get_state_dict(model)
+    final = run_dir / MODEL_DIR
+    if accelerator.is_main_process:
+        tmp = run_dir / f".tmp-{MODEL_DIR}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        accelerator.unwrap_model(model).save_pretrained(
+            str(tmp), state_dict=state_dict, safe_serialization=True
+        )
+        tokenizer.save_pretrained(str(tmp))
+        fsync_tree(tmp)
+        replace_dir(tmp, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+
+def train(
+    config: TrainConfig,
+    model_dir: str | Path,
+    data: str | None,
+    run_dir: str | Path,
+    resume: bool = False,
+    on_step_end: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train `config.stage` from `model_dir` on `data`, writing everything into `run_dir`.
+
+    `resume`: continue from the newest checkpoint in `run_dir` (a fresh start if there is none).
+    `on_step_end(step)`: called after every optimizer step (and checkpoint) on every process.
+    """
+    run_dir = Path(run_dir)
+    model_dir = resolve_model_dir(model_dir)
+    if config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
+    if config.num_workers:  # the tokenizer runs here before workers fork: keep it single-threaded
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    accelerator = make_accelerator(config)
+    main = accelerator.is_main_process
+    processes = accelerator.num_processes
+    accumulation = accelerator.gradient_accumulation_steps
+    checkpoints = CheckpointManager(run_dir / "checkpoints", config.keep_last)
+    latest = prepare_run_dir(
+        accelerator, run_dir, checkpoints, config, resume, {"model": str(model_dir), "data": data}
+    )
+
+    # Model: fp32 master weights (autocast does bf16 on GPU); freezing from the config.
+    model, tokenizer = load_model(model_dir, dtype=torch.float32)
+    model.train()
+    use_flex = _use_flex(config, accelerator.device)
+    if use_flex:
+        model.language_model.set_attn_implementation("flex_attention")
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    groups = param_groups(model, config.learning_rates, config.weight_decay)
+    optimizer = torch.optim.AdamW(groups, betas=config.adam_betas, eps=config.adam_eps)
+
+    # Data: indexed here (bad records counted), tokenized and rendered in the workers.
+    problems = ProblemLog(config.max_bad_records, run_dir / "bad_data.jsonl" if main else None)
+    try:
+        dataset = build_dataset(config.stage, data, model.config, tokenizer, config, problems)
+    except Vist2Error as err:
+        if not len(problems):
+            raise
+        raise Vist2Error(
+            f"{err} ({len(problems)} bad records; first: {problems.problems[0]})"
+        ) from None
+    problems.check_budget()
+    total_steps = config.max_steps or math.ceil(len(dataset) / config.batch_size)
+    dataset.samples_per_step, dataset.total_steps = config.batch_size, total_steps
+    scheduler = warmup_cosine_scheduler(
+        optimizer, total_steps, config.warmup_fraction, config.min_lr_ratio
+    )
+    sampler = SampleRange(0, total_steps * config.batch_size)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.micro_batch_size,
+        sampler=sampler,
+        collate_fn=functools.partial(collate_examples, pad_id=pad_id, dense_mask=not use_flex),
+        num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
+    )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    state = TrainerState(problems)
+    accelerator.register_for_checkpointing(scheduler, state)
+    if resume and latest is not None:
+        checkpoints.load(accelerator, latest)
+        sampler.restart_at(state.step * config.batch_size)
+        if main:
+            problems.path.write_text(
+                "".join(json.dumps(p.to_dict()) + "\n" for p in problems.problems), encoding="utf-8"
+            )
+    else:
+        torch.manual_seed(config.seed)  # dropout and anything else random in the model
+
+    metrics = MetricsLog(run_dir, config.tensorboard) if main else None
+    metrics_path = run_dir / METRICS_FILE
+    if metrics is not None and state.step:
+        metrics.truncate_after(state.step)
+    # taken after prepare: FSDP replaces the parameters
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)
+    n_total = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
+    frozen = [m for m in MODULES if config.learning_rates[m] == 0]
+    accelerator.print(
+        f"vist2 train {config.stage}: {len(dataset)} units/epoch, {total_steps} steps x {config.batch_size} "
+        f"sequences ({processes} process(es) x {config.micro_batch_size} x {accumulation} accumulation), "
+        f"max_length {config.max_length}; training {n_trainable / 1e6:.2f}M of {n_total / 1e6:.2f}M parameters "
+        f"(frozen: {', '.join(frozen) or 'none'}); device {accelerator.device}, "
+        f"{'flex BlockMask' if use_flex else 'dense mask'}, mixed precision {accelerator.mixed_precision}"
+        + (f"; resuming at step {state.step} from {latest}" if state.step else "")
+    )
+    if len(problems):
+        accelerator.print(problems.summary())
+
+    progress = Progress(total_steps, state.step, config.stage, enabled=main and config.progress)
+    device = accelerator.device
+    loss_value: float | None = None
+    batches = iter(loader)
+    try:
+        for step in range(state.step, total_steps):
+            started = time.perf_counter()
+            try:
+                micro_batches = [next(batches) for _ in range(accumulation)]
+            except Vist2Error as err:
+                raise _worker_message(err) from None
+
+            # Count first: every micro-batch's loss is divided by the global batch's label count.
+            local = [
+                sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches),
+                sum(int(b["valid"].sum()) for b in micro_batches),
+                sum(int(b["pages"].shape[0]) for b in micro_batches),
+                sum(len(b["problems"]) for b in micro_batches),
+            ]
+            counts = accelerator.reduce(
+                torch.tensor(local, dtype=torch.float64, device=device), "sum"
+            )
+            labelled, slots, pages, new_problems = (int(c) for c in counts.tolist())
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            for batch in micro_batches:
+                if use_flex:
+                    batch = pad_to_multiple(batch, FLEX_BLOCK)
+                    batch["attention_mask"] = block_mask(batch)
+                inputs = {k: batch[k] for k in MODEL_INPUTS}
+                with accelerator.accumulate(model):
+                    out = model(**inputs)
+                    token_loss_sum = out.loss * out.num_labelled  # this micro-batch's label sum
+                    # accelerate divides by `accumulation` and DDP averages over processes:
+                    # scale so the gradient is d(sum of all token losses) / d(weights) / labelled.
+                    accelerator.backward(
+                        token_loss_sum * (processes * accumulation / max(labelled, 1))
+                    )
+                loss_sum += token_loss_sum.detach().to(torch.float64)
+            loss_value = float(accelerator.reduce(loss_sum, "sum")) / max(labelled, 1)
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"step {step + 1}: the loss is {loss_value}; stopped before the optimizer step. "
+                    f"The last good checkpoint is {checkpoints.latest() or '(none yet)'}; resume from it "
+                    "with --resume, perhaps with a lower learning rate in --config"
+                )
+            norm = accelerator.clip_grad_norm_(trainable, config.grad_clip or math.inf)
+            # None under DeepSpeed, which clips inside its own step
+            grad_norm = float("nan") if norm is None else float(norm)
+            if norm is not None and not math.isfinite(grad_norm):
+                raise NonFiniteLossError(
+                    f"step {step + 1}: the gradient norm is {grad_norm} (loss {loss_value:.4f}); stopped "
+                    f"before the optimizer step. The last good checkpoint is {checkpoints.latest() or '(none yet)'}"
+                )
+            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}  # the rates of this step
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            if new_problems:  # bad records met in the workers of any process
+                from accelerate.utils import gather_object
+
+                mine = [p.to_dict() for b in micro_batches for p in b["problems"]]
+                for problem in problems.extend(
+                    DataProblem.from_dict(p) for p in gather_object(mine)
+                ):
+                    progress.note(f"vist2: skipped bad record {problem}")
+                problems.check_budget()
+
+            seconds = time.perf_counter() - started
+            state.step = step + 1
+            state.labelled_tokens += labelled
+            state.slots += slots
+            state.elapsed_s += seconds
+            lr = next(iter(lrs.values()))
+            if metrics is not None and (
+                state.step % config.log_every == 0 or state.step == total_steps
+            ):
+                record = {
+                    "step": state.step,
+                    "loss": loss_value,
+                    "lr": lr,
+                    **{f"lr/{k}": v for k, v in lrs.items() if not k.endswith(".no_decay")},
+                    "grad_norm": grad_norm,
+                    "labelled_tokens": labelled,
+                    "slots": slots,
+                    "pages": pages,
+                    "tokens_per_s": slots / max(seconds, 1e-9),
+                    "step_time_s": seconds,
+                    "elapsed_s": state.elapsed_s,
+                    "epoch": state.step * config.batch_size / len(dataset),
+                    "bad_records": len(problems),
+                }
+                metrics.log(record)
+            progress.update(loss_value, lr, slots / max(seconds, 1e-9))
+            if state.step == total_steps or (
+                config.save_every and state.step % config.save_every == 0
+            ):
+                checkpoints.save(accelerator, state.step, {"loss": loss_value})
+            if on_step_end is not None:
+                on_step_end(state.step)
+    finally:
+        progress.close()
+        if metrics is not None:
+            metrics.close()
+
+    if loss_value is None and metrics_path.is_file():  # resumed a finished run: nothing to redo
+        records = read_metrics(metrics_path)
+        loss_value = records[-1]["loss"] if records else None
+    model_path = save_final_model(accelerator, model, tokenizer, run_dir)
+    if main:
+        summary = {
+            "stage": config.stage,
+            "steps": state.step,
+            "final_loss": loss_value,
+            "labelled_tokens": state.labelled_tokens,
+            "elapsed_s": state.elapsed_s,
+            "bad_records": len(problems),
+            "model": str(model_path),
+        }
+        (run_dir / "summary.json").write_text(
+            json.dumps(summary, indent=2) + "\n", encoding="utf-8"
+        )
+    if len(problems):
+        accelerator.print(problems.summary())
+    accelerator.print(
+        f"done: {state.step} steps, last loss {loss_value if loss_value is None else round(loss_value, 4)}; model in {model_path}"
+    )
+    accelerator.end_training()
+    return TrainResult(run_dir, model_path, state.step, loss_value, len(problems))
+
+
+__all__ = [
+    "MODEL_DIR",
+    "NonFiniteLossError",
+    "TrainResult",
+    "param_groups",
+    "resolve_model_dir",
+    "train",
+]

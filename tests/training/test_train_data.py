@@ -1,0 +1,238 @@
+"""Training data: readers and bad-data accounting, each stage's examples, workers, determinism."""
+
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from PIL import Image
+from train_helpers import (
+    single_thread,  # noqa: F401 -- autouse: one torch thread
+    tiny_train_config,
+    write_captions,
+    write_chats,
+    write_corpus,
+)
+
+from vist2.layout import IGNORE_INDEX
+from vist2.training.datasets import (
+    CaptionDataset,
+    OCRDataset,
+    OLMDataset,
+    SampleRange,
+    SFTDataset,
+    build_dataset,
+    collate_examples,
+    olm_tokens_for_length,
+    split_spans,
+)
+from vist2.training.problems import BadDataBudgetExceeded, DataProblem, ProblemLog
+from vist2.training.sources import read_captions, read_chats, read_documents
+from vist2.training.synthetic import COLOURS, image_to_page, synthetic_caption
+
+K, BETA = 8, 4
+
+
+@pytest.fixture(scope="module")
+def model_config():
+    return tiny_config()
+
+
+# -- readers and bad data -------------------------------------------------------------------------
+
+
+def test_bad_text_records_are_skipped_counted_and_located(tmp_path):
+    (tmp_path / "good.txt").write_text("A good document.\nWith two lines.\n")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "mixed.txt").write_bytes(b"line one\nbad \xff\xfe bytes\nline three\n")
+    lines = [
+        json.dumps({"text": "fine"}),
+        json.dumps({"txt": "wrong key"}),
+        json.dumps({"text": 42}),
+        "{not json",
+        json.dumps(["a", "list"]),
+        "",  # blank lines are not records
+        json.dumps({"text": "   "}),
+    ]
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "ignored.bin").write_bytes(b"\x00\x01")
+    problems = ProblemLog(max_bad_records=100)
+    docs = read_documents(tmp_path, problems)
+
+    assert sorted(d.text for d in docs) == [
+        "A good document.\nWith two lines.\n",
+        "fine",
+        "line one\nline three\n",
+    ]
+    where = {(p.source.rsplit("/", 1)[-1], p.line): p.reason for p in problems.problems}
+    assert where[("empty.txt", None)] == "empty file"
+    assert where[("mixed.txt", 2)].startswith("not UTF-8 (byte 0xff")
+    assert where[("docs.jsonl", 2)] == "missing key 'text'"
+    assert where[("docs.jsonl", 3)] == "'text' must be a string, got int"
+    assert where[("docs.jsonl", 4)].startswith("not valid JSON")
+    assert where[("docs.jsonl", 5)] == "a JSON list, not an object"
+    assert where[("docs.jsonl", 7)] == "'text' is empty"
+    assert len(problems) == 7
+    assert "docs.jsonl:2: missing key 'text'" in problems.summary(limit=10)
+
+
+def test_error_budget_stops_with_a_clear_message(tmp_path):
+    path = tmp_path / "chats.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": i}) for i in range(5)) + "\n")
+    problems = ProblemLog(max_bad_records=3, path=tmp_path / "bad.jsonl")
+    assert read_chats(path, problems) == []
+    with pytest.raises(
+        BadDataBudgetExceeded, match=r"5 bad data records skipped, more than max_bad_records=3"
+    ) as err:
+        problems.check_budget()
+    assert "chats.jsonl:1: 'prompt' must be a string, got int" in str(err.value)
+    assert len((tmp_path / "bad.jsonl").read_text().splitlines()) == 5
+    assert (
+        problems.add(DataProblem(str(path), 1, "'prompt' must be a string, got int")) is False
+    )  # counted once
+
+
+def test_chat_formats(tmp_path):
+    path = write_chats(tmp_path / "chats.jsonl", n=4)
+    with path.open("a") as f:
+        f.write(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")  # no response
+        f.write(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "bot", "content": "hi"},
+                        {"role": "assistant", "content": "x"},
+                    ]
+                }
+            )
+            + "\n"
+        )
+    problems = ProblemLog(100)
+    chats = read_chats(path, problems)
+    assert len(chats) == 4 and len(problems) == 2
+    single = chats[1]  # {"prompt", "response"}
+    assert single.query.startswith("Repeat this text") and single.response
+    multi = chats[0]  # system + user -> "role: content" blocks, compressed together
+    assert multi.query.startswith("system: You are terse.\n\nuser: Continue:")
+    assert "last message must be the assistant's" in problems.problems[0].reason
+    assert "role must be one of" in problems.problems[1].reason
+
+
+# -- stage examples -------------------------------------------------------------------------------
+
+
+def test_sft_example_trains_on_the_response_only(tmp_path, model_config, tiny_tokenizer):
+    chats = read_chats(write_chats(tmp_path / "c.jsonl", n=2), ProblemLog(10))
+    ds = SFTDataset(chats, model_config, tiny_tokenizer, tiny_train_config("sft"))
+    chat = chats[1]
+    ex = ds.make_example(0, 1)
+    response_ids = tiny_tokenizer(chat.response, add_special_tokens=False)["input_ids"] + [
+        tiny_tokenizer.eos_token_id
+    ]
+    labels = ex.layout.labels[ex.layout.labels != IGNORE_INDEX].tolist()
+    assert labels == response_ids  # every response token, ending with <|im_end|>, and nothing else
+    query_ids = tiny_tokenizer(chat.query, add_special_tokens=False)["input_ids"]
+    query_pages = len(query_ids) // K + (len(query_ids) % K > BETA)  # tail rule
+    response_pages = (len(response_ids) - 1) // K  # every response chunk but the last
+    assert ex.pages.shape == (query_pages + response_pages, 64, 64) == (ex.layout.num_pages, 64, 64)
+    assert ex.pages.min() >= -1 and ex.pages.max() <= 1
+
+
+def test_olm_example_fills_max_length(tmp_path, model_config, tiny_tokenizer):
+    cfg = tiny_train_config("olm")
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10))
+    ds = OLMDataset(docs, model_config, tiny_tokenizer, cfg)
+    tokens = olm_tokens_for_length(cfg.max_length, K, BETA)
+    ex = ds[0]
+    assert len(ex.layout) <= cfg.max_length
+    n_text = int((~ex.layout.visual).sum())
+    assert n_text == tokens and ex.pages.shape[0] == (tokens + K - 1) // K - 1
+    assert int((ex.layout.labels != IGNORE_INDEX).sum()) == tokens - 1  # every token but the first
+
+
+def test_olm_tokens_for_length():
+    for max_length in range(10, 200):
+        t = olm_tokens_for_length(max_length, K, BETA)
+        slots = t + (-(-t // K) - 1) * BETA
+        assert slots <= max_length
+        t1 = t + 1
+        assert t1 + (-(-t1 // K) - 1) * BETA > max_length  # T is the largest that fits
+
+
+def test_ocr_pages_follow_the_curriculum(tmp_path, model_config, tiny_tokenizer):
+    cfg = tiny_train_config("ocr", max_length=K * 100)
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10))
+    ds = OCRDataset(docs, model_config, tiny_tokenizer, cfg)
+    ds.samples_per_step, ds.total_steps = 4, 10
+    easy, hard = ds[0], ds[39]
+    assert easy.pages.shape[0] == 1 and hard.pages.shape[0] >= 5
+    lay = hard.layout  # [v1, c1, v2, c2, ...]: each page's text follows its visual tokens
+    assert lay.visual[:BETA].all() and not lay.visual[BETA]
+    assert int((lay.labels != IGNORE_INDEX).sum()) == int((~lay.visual).sum())  # loss on every c_i
+
+
+def test_caption_examples_and_broken_images(tmp_path, model_config, tiny_tokenizer):
+    path = write_captions(tmp_path / "caps", n=4, broken=(2,))
+    records = read_captions(path, ProblemLog(10))
+    ds = CaptionDataset(records, model_config, tiny_tokenizer, tiny_train_config("caption"))
+    ex = ds.make_example(0, 0)
+    assert ex.pages.shape == (1, 64, 64) and ex.layout.num_pages == 1
+    assert ex.layout.labels[BETA - 1] != IGNORE_INDEX  # the last visual token predicts the caption
+    sample = next(s for s in range(8) if ds.unit_of(s) == 2)  # the broken image
+    ex = ds[sample]  # skipped: the next image stands in, and the problem travels with the example
+    assert [p.line for p in ex.problems] == [3] and "cannot open image" in ex.problems[0].reason
+
+
+def test_synthetic_captions_are_deterministic_and_grayscale_distinct():
+    image, caption = synthetic_caption(7, seed=0, width=64, height=64)
+    again, caption_again = synthetic_caption(7, seed=0, width=64, height=64)
+    assert caption == caption_again and np.array_equal(np.asarray(image), np.asarray(again))
+    assert caption.endswith(".") and " in the " in caption
+    assert len({synthetic_caption(i, 0, 64, 64)[1] for i in range(50)}) > 30
+    levels = sorted(round(0.299 * r + 0.587 * g + 0.114 * b) for r, g, b in COLOURS.values())
+    assert min(b - a for a, b in zip(levels, levels[1:], strict=False)) >= 20 and levels[-1] < 230
+    page = image_to_page(Image.new("RGB", (100, 50), (0, 0, 0)), 64, 64)
+    assert page.shape == (64, 64) and page.max() == 1.0 and page.min() == -1.0  # padded with paper
+
+
+def test_split_spans_covers_the_text():
+    text = "word " * 500
+    spans = split_spans(text, 97)
+    assert "".join(text[s:e] for s, e in spans) == text
+    assert all(text[e - 1] == " " for s, e in spans[:-1])  # cut at spaces
+    assert all(70 <= e - s <= 97 for s, e in spans[:-1])
+
+
+def test_workers_give_the_same_batches_as_the_main_process(tmp_path, model_config, tiny_tokenizer):
+    cfg = tiny_train_config("olm")
+    problems = ProblemLog(10)
+    ds = build_dataset(
+        "olm", str(write_corpus(tmp_path / "corpus")), model_config, tiny_tokenizer, cfg, problems
+    )
+
+    def batches(workers):
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=2,
+            sampler=SampleRange(3, 11),
+            collate_fn=functools.partial(collate_examples, pad_id=0),
+            num_workers=workers,
+        )
+        return list(loader)
+
+    for a, b in zip(batches(0), batches(2), strict=True):
+        for key in ("input_ids", "labels", "position_ids", "pages", "attention_mask"):
+            torch.testing.assert_close(a[key], b[key])
+
+
+def test_directories_skip_hidden_files_but_not_dotdot_paths(tmp_path, monkeypatch):
+    from vist2.training.sources import list_files
+
+    (tmp_path / "data" / ".cache").mkdir(parents=True)
+    (tmp_path / "data" / "a.txt").write_text("a")
+    (tmp_path / "data" / ".cache" / "b.txt").write_text("b")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert [p.name for p in list_files("../data", (".txt",))] == ["a.txt"]
