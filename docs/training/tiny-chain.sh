@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # The tiny four-stage chain on CPU (caption -> ocr -> olm -> sft), as run for
 # docs/training/tiny-chain-loss.png. Run from the repo root with ../shared beside it.
-# `python -m vist2.training train` is the same command as `vist2 train`.
 set -euo pipefail
 RUNS=${RUNS:-runs/tiny-chain}
-TRAIN="python -m vist2.training train --recipe tiny"
+TRAIN="vist2 train --recipe tiny"
 
 vist2 init --preset tiny --out "$RUNS/0-init" --overwrite
 # Stages 1-2 freeze the LLM in the paper (it is pretrained there); this tiny LLM is random-init,
@@ -16,5 +15,5 @@ $TRAIN --stage ocr --model "$RUNS/1-caption" --data ../shared/corpora --out "$RU
 $TRAIN --stage olm --model "$RUNS/2-ocr" --data ../shared/corpora --out "$RUNS/3-olm" --max-steps 600
 python -m vist2.training.make_chat ../shared/corpora/en --out "$RUNS/chat.jsonl" --n 2000
 $TRAIN --stage sft --model "$RUNS/3-olm" --data "$RUNS/chat.jsonl" --out "$RUNS/4-sft" --max-steps 400
-python -m vist2.training plot "$RUNS/1-caption" "$RUNS/2-ocr" "$RUNS/3-olm" "$RUNS/4-sft" \
+vist2 plot "$RUNS/1-caption" "$RUNS/2-ocr" "$RUNS/3-olm" "$RUNS/4-sft" \
     --out docs/training/tiny-chain-loss.png
