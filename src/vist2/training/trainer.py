@@ -208,9 +208,7 @@ def block_mask(batch: dict):
     persistent, chunk_id, valid = batch["persistent"], batch["chunk_id"], batch["valid"]
     size, length = persistent.shape
     mask_mod = make_mask_mod(persistent, chunk_id, valid)
-    return create_block_mask(
-        mask_mod, size, None, length, length, device=persistent.device, _compile=True
-    )
+    return create_block_mask(mask_mod, size, None, length, length, device=persistent.device)
 
 
 def _check_resume_config(run_dir: Path, config: TrainConfig) -> None:
