@@ -205,7 +205,7 @@ def cmd_bench_cache(args: argparse.Namespace) -> int:
 def cmd_bench_render(args: argparse.Namespace) -> int:
     from vist2.bench.render import bench_render_main
 
-    return bench_render_main(args.args)
+    return bench_render_main(args.passthrough)
 
 
 # -- entry point ---------------------------------------------------------------------------------
@@ -300,18 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_bench_cache)
     p = bench.add_parser(
-        "render", help="pages/s of each renderer path (and Glyph's, with --glyph-dir)"
+        "render",
+        help="pages/s of each renderer path (and Glyph's, with --glyph-dir)",
+        add_help=False,  # -h goes to the benchmark's own parser
     )
-    p.add_argument(
-        "args", nargs=argparse.REMAINDER, help="options of the render benchmark (see --help)"
-    )
-    p.set_defaults(func=cmd_bench_render)
+    # its options belong to vist2.bench.render (`vist2 bench render -h` shows them)
+    p.set_defaults(func=cmd_bench_render, passthrough=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", None) is True:
+        args.passthrough = rest  # handed to the sub-command's own parser
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bars only

@@ -28,6 +28,7 @@ What is notable here
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -142,8 +143,11 @@ def read_sample(lang: str, n_chars: int, corpora: Path = CORPORA) -> str:
 
 
 def longest_prefix_that_fits(text: str, config: RenderConfig) -> str:
-    """The longest prefix of `text` that fits one page at `config.font_size` (no auto-fit)."""
-    fixed = PageRenderer(dataclasses.replace(config, min_font_size=config.font_size))
+    """The longest prefix of `text` that fits one page at `config.font_size` (no auto-fit, and
+    newlines kept: no reflow, which would otherwise let any text fit at the full size)."""
+    fixed = PageRenderer(
+        dataclasses.replace(config, min_font_size=config.font_size, overflow="error")
+    )
     lo, hi = 0, len(text)  # text[:lo] fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -181,15 +185,15 @@ def write_example_pages(
 # -- Glyph's own renderer, run from a checkout ----------------------------------------------------
 
 # Written to a temporary folder and run under the Python that has Glyph's dependencies. It is
-# vist2's own harness: it imports Glyph's module from the checkout and times its public function.
+# vist2's own harness: it imports Glyph's module from the checkout, warms it up, then renders the
+# job's texts once per "pass" line read on stdin and answers with one JSON line per request.
 _GLYPH_DRIVER = r'''
-"""vist2 harness: times thu-coai/Glyph's text_to_images on the texts of a job file."""
+"""vist2 harness: times thu-coai/Glyph's text_to_images, one pass per "pass" line on stdin."""
 import time
 
 T0 = time.perf_counter()
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 
 
@@ -201,6 +205,13 @@ def version(name):
 
 
 def main():
+    reply = sys.stdout
+    sys.stdout = sys.stderr  # whatever Glyph's code prints stays off the reply channel
+
+    def send(message):
+        reply.write(json.dumps(message) + "\n")
+        reply.flush()
+
     with open(sys.argv[1], encoding="utf-8") as f:
         job = json.load(f)
     sys.path.insert(0, job["scripts_dir"])
@@ -248,7 +259,8 @@ def main():
     out_dir = job["out_dir"]
 
     def render(text, uid):
-        return len(w.text_to_images(text=text, output_dir=out_dir, config_dict=config, unique_id=uid))
+        paths = w.text_to_images(text=text, output_dir=out_dir, config_dict=config, unique_id=uid)
+        return len(paths)
 
     start = time.perf_counter()
     render(texts[0][: job["warmup_chars"]], "warmup")
@@ -256,41 +268,34 @@ def main():
     for key in spent:
         spent[key] = 0.0
     sizes.clear()
-    pass_s, pages, first_sizes = [], None, None
-    end = time.perf_counter() + job["seconds"]
-    while not pass_s or (time.perf_counter() < end and len(pass_s) < job["max_repeats"]):
+    send({"import_s": import_s, "warmup_s": warmup_s, "elapsed_s": time.perf_counter() - T0})
+    first_sizes = None
+    for line in sys.stdin:
+        if line.strip() != "pass":
+            break
         start = time.perf_counter()
-        n = sum(render(text, "t%05d" % i) for i, text in enumerate(texts))
-        pass_s.append(time.perf_counter() - start)
-        if pages is None:
-            pages, first_sizes = n, list(sizes)
-    total = sum(pass_s)
-    fractions = {key: value / total for key, value in spent.items()}
-    fractions["reportlab"] = max(0.0, 1.0 - sum(fractions.values()))
+        pages = sum(render(text, "t%05d" % i) for i, text in enumerate(texts))
+        pass_s = time.perf_counter() - start
+        if first_sizes is None:
+            first_sizes = list(sizes)
+        send({"pass_s": pass_s, "pages": pages})
     shown = {}
     for key, value in config.items():
         shown[key] = value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
-    result = {
-        "import_s": import_s,
-        "warmup_s": warmup_s,
-        "pass_s": pass_s,
-        "pages": pages,
-        "calls": len(texts),
-        "chars": sum(len(t) for t in texts),
-        "page_sizes": first_sizes,
-        "fractions": fractions,
-        "config": shown,
-        "versions": {
-            "python": sys.version.split()[0],
-            "reportlab": version("reportlab"),
-            "pdf2image": version("pdf2image"),
-            "pillow": version("pillow"),
-            "numpy": version("numpy"),
-        },
-        "driver_s": time.perf_counter() - T0,
-    }
-    with open(sys.argv[2], "w", encoding="utf-8") as f:
-        json.dump(result, f)
+    send(
+        {
+            "spent": spent,
+            "page_sizes": first_sizes or [],
+            "config": shown,
+            "versions": {
+                "python": sys.version.split()[0],
+                "reportlab": version("reportlab"),
+                "pdf2image": version("pdf2image"),
+                "pillow": version("pillow"),
+                "numpy": version("numpy"),
+            },
+        }
+    )
 
 
 main()
@@ -311,6 +316,159 @@ def glyph_config_font(glyph_dir: Path, lang: str) -> Path:
     return (Path(glyph_dir) / "scripts" / font).resolve()
 
 
+class GlyphSession:
+    """Glyph's own `text_to_images` in a subprocess, rendering `texts` once per `one_pass()`.
+
+    `glyph_dir` is a checkout of thu-coai/Glyph; each text is one call (one document -> as many
+    A4 pages as it fills) and a pass renders them all, writing its PNG files under `workdir`.
+    Glyph's config for `lang` ("en"/"zh") is used as it stands, except the font when
+    `font_path` is given. `python` must have reportlab and pdf2image, with poppler's `pdftoppm`
+    on PATH. The process starts, imports Glyph's module and makes one warm-up call on the first
+    `warmup_chars` characters before the constructor returns; `finish()` ends it and sums up.
+    """
+
+    def __init__(
+        self,
+        glyph_dir: str | os.PathLike[str],
+        texts: Sequence[str],
+        workdir: str | os.PathLike[str],
+        python: str = sys.executable,
+        lang: str = "en",
+        font_path: str | None = None,
+        warmup_chars: int = 2000,
+    ) -> None:
+        glyph_dir = Path(glyph_dir).resolve()
+        scripts = glyph_dir / "scripts"
+        if not (scripts / "word2png_function.py").is_file():
+            raise FileNotFoundError(
+                f"{scripts / 'word2png_function.py'} not found; --glyph-dir must be a checkout "
+                "of thu-coai/Glyph"
+            )
+        self.texts = [t for t in texts if t.strip()]
+        if not self.texts:
+            raise ValueError("no non-blank text to render")
+        self.python = python
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        driver = workdir / "vist2_glyph_driver.py"
+        driver.write_text(_GLYPH_DRIVER, encoding="utf-8")
+        job = {
+            "scripts_dir": str(scripts),
+            "config_path": str(glyph_config_path(glyph_dir, lang)),
+            "font_path": font_path,
+            "texts": self.texts,
+            "out_dir": str(workdir / "pages"),
+            "warmup_chars": warmup_chars,
+        }
+        job_path = workdir / "job.json"
+        job_path.write_text(json.dumps(job, ensure_ascii=False), encoding="utf-8")
+        self.pass_s: list[float] = []
+        self.pages: int | None = None
+        self._stderr = (workdir / "stderr.txt").open("w+", encoding="utf-8")
+        start = time.perf_counter()
+        # cwd = scripts/, as Glyph's own scripts are run (its configs name fonts relative to it).
+        self._proc = subprocess.Popen(
+            [python, str(driver), str(job_path)],
+            cwd=scripts,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            encoding="utf-8",
+        )
+        try:
+            ready = self._receive()
+        except BaseException:
+            self.close()
+            raise
+        # Interpreter start: the wall time before the driver's first line ran.
+        self.startup = {
+            "interpreter_s": max(0.0, time.perf_counter() - start - ready["elapsed_s"]),
+            "import_s": ready["import_s"],
+            "warmup_s": ready["warmup_s"],
+        }
+
+    def _receive(self) -> dict[str, Any]:
+        line = self._proc.stdout.readline() if self._proc.stdout else ""
+        if not line:
+            code = self._proc.wait()
+            self._stderr.seek(0)
+            raise RuntimeError(
+                f"Glyph's renderer failed under {self.python} (exit {code}). It needs "
+                "`pip install reportlab pdf2image pillow numpy tqdm` in that Python and "
+                f"poppler's pdftoppm on PATH (Debian: poppler-utils).\n{self._stderr.read()[-3000:]}"
+            )
+        return json.loads(line)
+
+    def _send(self, line: str) -> None:
+        try:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(line + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            self._receive()  # raises with the driver's error output
+
+    def one_pass(self) -> float:
+        """Render all texts once; the seconds the pass took inside the subprocess."""
+        self._send("pass")
+        reply = self._receive()
+        self.pass_s.append(reply["pass_s"])
+        self.pages = reply["pages"]
+        return reply["pass_s"]
+
+    def finish(self) -> dict[str, Any]:
+        """End the subprocess; {"pages_per_s", "chars_per_s", "pages", "chars", "calls",
+        "repeats", "pass_s_median", "startup", "fractions" (share of the passes in font loading /
+        reportlab / poppler / PNG writing), "page_px" (median width, height), "page_px_range",
+        "config", "versions"} over the passes made (at least one)."""
+        if not self.pass_s:
+            self.one_pass()
+        self._send("quit")
+        info = self._receive()
+        self.close()
+        median = statistics.median(self.pass_s)
+        chars = sum(len(t) for t in self.texts)
+        fractions = {k: v / sum(self.pass_s) for k, v in info["spent"].items()}
+        fractions["reportlab"] = max(0.0, 1.0 - sum(fractions.values()))
+        widths = sorted(w for w, _ in info["page_sizes"]) or [0]
+        heights = sorted(h for _, h in info["page_sizes"]) or [0]
+        return {
+            "pages_per_s": self.pages / median,
+            "chars_per_s": chars / median,
+            "pages": self.pages,
+            "chars": chars,
+            "calls": len(self.texts),
+            "repeats": len(self.pass_s),
+            "pass_s_median": median,
+            "startup": self.startup,
+            "fractions": fractions,
+            "page_px": [statistics.median(widths), statistics.median(heights)],
+            "page_px_range": [[widths[0], heights[0]], [widths[-1], heights[-1]]],
+            "config": info["config"],
+            "versions": info["versions"],
+        }
+
+    def close(self) -> None:
+        """Stop the subprocess if it still runs (finish() calls this)."""
+        if self._proc.poll() is None:
+            if self._proc.stdin:
+                self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._proc.stdout:
+            self._proc.stdout.close()
+        self._stderr.close()
+
+    def __enter__(self) -> GlyphSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def run_glyph_renderer(
     glyph_dir: str | os.PathLike[str],
     texts: Sequence[str],
@@ -319,90 +477,23 @@ def run_glyph_renderer(
     lang: str = "en",
     font_path: str | None = None,
     seconds: float = 3.0,
+    min_repeats: int = 1,
     max_repeats: int = 100,
     warmup_chars: int = 2000,
-    timeout: float | None = None,
 ) -> dict[str, Any]:
     """Time Glyph's own `text_to_images` (thu-coai/Glyph checkout at `glyph_dir`) on `texts`.
 
-    Each text is one call (one document -> as many A4 pages as it fills); a pass renders them
-    all and writes its PNG files under `workdir`. Glyph's config for `lang` ("en"/"zh") is used
-    as it stands, except the font when `font_path` is given. `python` must have reportlab,
-    pdf2image and poppler's `pdftoppm` on PATH. One warm-up call on the first `warmup_chars`
-    characters, then timed passes for about `seconds` (at least one); the median pass counts.
-
-    Returns {"pages_per_s", "chars_per_s", "pages", "chars", "calls", "repeats",
-    "pass_s_median", "startup": {"interpreter_s", "import_s", "warmup_s"}, "fractions"
-    (share of the passes in font loading / reportlab / poppler / PNG writing), "page_px"
-    (median width x height), "config", "versions"}.
+    A `GlyphSession`: warm-up, then timed passes for about `seconds` (at least `min_repeats`);
+    the median pass counts. Returns `GlyphSession.finish()`'s dict (pages/s, chars/s, startup
+    times apart from the passes, where the time goes, page sizes, Glyph's config and versions).
     """
-    glyph_dir = Path(glyph_dir).resolve()
-    scripts = glyph_dir / "scripts"
-    if not (scripts / "word2png_function.py").is_file():
-        raise FileNotFoundError(
-            f"{scripts / 'word2png_function.py'} not found; --glyph-dir must be a checkout of "
-            "thu-coai/Glyph"
-        )
-    texts = [t for t in texts if t.strip()]
-    if not texts:
-        raise ValueError("no non-blank text to render")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    driver = workdir / "vist2_glyph_driver.py"
-    driver.write_text(_GLYPH_DRIVER, encoding="utf-8")
-    job = {
-        "scripts_dir": str(scripts),
-        "config_path": str(glyph_config_path(glyph_dir, lang)),
-        "font_path": font_path,
-        "texts": list(texts),
-        "out_dir": str(workdir / "pages"),
-        "seconds": seconds,
-        "max_repeats": max_repeats,
-        "warmup_chars": warmup_chars,
-    }
-    job_path, result_path = workdir / "job.json", workdir / "result.json"
-    job_path.write_text(json.dumps(job, ensure_ascii=False), encoding="utf-8")
-    result_path.unlink(missing_ok=True)
-    start = time.perf_counter()
-    # cwd = scripts/, as Glyph's own scripts are run (its configs name fonts relative to it).
-    proc = subprocess.run(
-        [python, str(driver), str(job_path), str(result_path)],
-        cwd=scripts,
-        capture_output=True,
-        text=True,
-        timeout=timeout if timeout is not None else max(600.0, 50 * seconds),
-    )
-    wall_s = time.perf_counter() - start
-    if proc.returncode != 0 or not result_path.is_file():
-        raise RuntimeError(
-            f"Glyph's renderer failed under {python} (exit {proc.returncode}). It needs "
-            "`pip install reportlab pdf2image pillow numpy tqdm` in that Python and poppler's "
-            f"pdftoppm on PATH (Debian: poppler-utils).\n{proc.stderr[-3000:]}"
-        )
-    raw = json.loads(result_path.read_text(encoding="utf-8"))
-    median = statistics.median(raw["pass_s"])
-    widths = sorted(w for w, _ in raw["page_sizes"]) or [0]
-    heights = sorted(h for _, h in raw["page_sizes"]) or [0]
-    return {
-        "pages_per_s": raw["pages"] / median,
-        "chars_per_s": raw["chars"] / median,
-        "pages": raw["pages"],
-        "chars": raw["chars"],
-        "calls": raw["calls"],
-        "repeats": len(raw["pass_s"]),
-        "pass_s_median": median,
-        "startup": {
-            # Interpreter start and exit: the subprocess wall time the driver did not see.
-            "interpreter_s": max(0.0, wall_s - raw["driver_s"]),
-            "import_s": raw["import_s"],
-            "warmup_s": raw["warmup_s"],
-        },
-        "fractions": raw["fractions"],
-        "page_px": [statistics.median(widths), statistics.median(heights)],
-        "page_px_range": [[widths[0], heights[0]], [widths[-1], heights[-1]]],
-        "config": raw["config"],
-        "versions": raw["versions"],
-    }
+    with GlyphSession(glyph_dir, texts, workdir, python, lang, font_path, warmup_chars) as s:
+        end = time.perf_counter() + seconds
+        while len(s.pass_s) < min_repeats or (
+            time.perf_counter() < end and len(s.pass_s) < max_repeats
+        ):
+            s.one_pass()
+        return s.finish()
 
 
 def _poppler_version() -> str | None:
@@ -434,11 +525,66 @@ def _lang_of(text: str) -> str:
     return "zh" if letters and cjk >= 0.1 * len(letters) else "en"
 
 
+class _OurBackend:
+    """One of vist2's backends on a list of chunks, timed pass by pass (warm-up on creation)."""
+
+    def __init__(self, chunks: list[str], config: RenderConfig, backend: str) -> None:
+        self.chunks = chunks
+        self.renderer = PageRenderer(dataclasses.replace(config, backend=backend))
+        start = time.perf_counter()
+        pages = self.renderer.render_batch(chunks)  # warm-up: fonts, atlases, tables
+        self.warmup_s = time.perf_counter() - start
+        self.font_sizes = sorted({p.font_size for p in pages})
+        self.pass_s: list[float] = []
+
+    def one_pass(self) -> float:
+        start = time.perf_counter()
+        self.renderer.render_batch(self.chunks)
+        self.pass_s.append(time.perf_counter() - start)
+        return self.pass_s[-1]
+
+    def finish(self) -> dict[str, Any]:
+        median = statistics.median(self.pass_s)
+        # Characters as laid out ("\r\n" is one newline), as Glyph is given them.
+        chars = sum(len(normalize_text(c)) for c in self.chunks)
+        return {
+            "pages_per_s": len(self.chunks) / median,
+            "chars_per_s": chars / median,
+            "pages": len(self.chunks),
+            "chars": chars,
+            "repeats": len(self.pass_s),
+            "pass_s_median": median,
+            "font_sizes": self.font_sizes,
+            "warmup_s": self.warmup_s,
+        }
+
+
+def _interleaved_passes(
+    runners: dict[str, Any], seconds: float, min_rounds: int, round_s: float = 0.25
+) -> int:
+    """Time all paths in rounds so that load from other processes falls on each alike.
+
+    In a round every path makes passes until it has spent `round_s` (at least one pass); rounds
+    go on until about `seconds` per path have passed, and at least `min_rounds`. Returns the
+    number of rounds.
+    """
+    end = time.perf_counter() + seconds * len(runners)
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() < end and rounds < 1000):
+        for runner in runners.values():
+            spent = 0.0
+            while spent < round_s:
+                spent += runner.one_pass()
+        rounds += 1
+    return rounds
+
+
 def bench_texts(
     texts: dict[str, str],
     config: RenderConfig | None = None,
     seconds: float = 3.0,
     max_pages: int = 64,
+    min_rounds: int = 3,
     glyph_dir: Path | None = None,
     glyph_python: str = sys.executable,
     glyph_per_chunk: bool = True,
@@ -451,7 +597,8 @@ def bench_texts(
     most `max_pages`). Our backends render the chunks; Glyph (when `glyph_dir` is given) renders
     the same characters as one document, then (`glyph_per_chunk`) one call per chunk, then
     (`glyph_own_font`) as one document with the font its config names when that file is in the
-    checkout. Glyph gets WenQuanYi Micro Hei, our font, unless stated otherwise.
+    checkout. Glyph gets WenQuanYi Micro Hei, our font, unless stated otherwise. All paths of a
+    text are warmed up first, then timed in interleaved rounds (`_interleaved_passes`).
     """
     config = config or RenderConfig()
     font = config.font_path or default_font_path()
@@ -460,6 +607,7 @@ def bench_texts(
         "font": font,
         "seconds": seconds,
         "max_pages": max_pages,
+        "min_rounds": min_rounds,
         "texts": {},
         "glyph": None,
         "environment": {
@@ -485,82 +633,74 @@ def bench_texts(
     for label, text in texts.items():
         lang = label if label in SAMPLES else _lang_of(text)
         chars_per_page = len(longest_prefix_that_fits(text, config))
+        chunks = split_chunks(text, chars_per_page, max_pages)
         log(
-            f"{label}: chunks of {chars_per_page} characters (one default page at {config.font_size} px)"
+            f"{label}: {len(chunks)} chunks of {chars_per_page} characters (what one default "
+            f"page holds at {config.font_size} px)"
         )
-        ours = run_render_benchmark(text, config, chars_per_page, seconds, max_pages)
-        paths: dict[str, dict[str, Any]] = {}
-        for backend, r in ours["backends"].items():
-            paths[backend] = {
-                **r,
-                "pages": ours["pages"],
-                "chars": ours["chars"],
-                "chars_per_page": ours["chars"] / ours["pages"],
-                "page_px": [config.page_width, config.page_height],
-                "font_desc": f"{Path(font).name}, {config.font_size} px "
-                f"(auto-fit to {config.min_font_size})",
-            }
-            log(_line(backend, paths[backend]))
         entry: dict[str, Any] = {
             "lang": lang,
             "chars_per_page": chars_per_page,
-            "chunks": ours["pages"],
-            "chars": ours["chars"],
-            "paths": paths,
+            "chunks": len(chunks),
+            "chars": sum(len(normalize_text(c)) for c in chunks),
         }
-        if glyph_dir is not None:
-            chunks = split_chunks(text, chars_per_page, max_pages)
-            # Glyph splits paragraphs on "\n" only: give it the newlines our renderer lays out.
-            chunks = [normalize_text(c) for c in chunks]
-            runs = [(GLYPH_DOCUMENT, ["".join(chunks)], font)]
-            if glyph_per_chunk:
-                runs.append((GLYPH_PER_CHUNK, chunks, font))
-            own = glyph_config_font(glyph_dir, lang)
-            if glyph_own_font and own.is_file() and own != Path(font).resolve():
-                runs.append((GLYPH_OWN_FONT, ["".join(chunks)], str(own)))
-            elif glyph_own_font:
-                entry["skipped"] = {
-                    GLYPH_OWN_FONT: f"{own.name} (named by config_{lang}.json) is not in the checkout"
-                }
-            for name, glyph_texts, glyph_font in runs:
-                with tempfile.TemporaryDirectory(prefix="vist2-glyph-") as work:
-                    r = run_glyph_renderer(
-                        glyph_dir,
-                        glyph_texts,
-                        work,
-                        python=glyph_python,
-                        lang=lang,
-                        font_path=glyph_font,
-                        seconds=seconds,
+        runners: dict[str, Any] = {b: _OurBackend(chunks, config, b) for b in BACKENDS}
+        fonts = {b: font for b in BACKENDS}
+        with contextlib.ExitStack() as stack:
+            if glyph_dir is not None:
+                # Glyph splits paragraphs on "\n" only: give it the newlines our renderer lays out.
+                glyph_chunks = [normalize_text(c) for c in chunks]
+                runs = [(GLYPH_DOCUMENT, ["".join(glyph_chunks)], font)]
+                if glyph_per_chunk:
+                    runs.append((GLYPH_PER_CHUNK, glyph_chunks, font))
+                own = glyph_config_font(glyph_dir, lang)
+                if glyph_own_font and own.is_file() and own != Path(font).resolve():
+                    runs.append((GLYPH_OWN_FONT, ["".join(glyph_chunks)], str(own)))
+                elif glyph_own_font:
+                    entry["skipped"] = {
+                        GLYPH_OWN_FONT: f"{own.name} (named by config_{lang}.json) is not in "
+                        "the checkout"
+                    }
+                for name, glyph_texts, glyph_font in runs:
+                    work = stack.enter_context(tempfile.TemporaryDirectory(prefix="vist2-glyph-"))
+                    runners[name] = stack.enter_context(
+                        GlyphSession(glyph_dir, glyph_texts, work, glyph_python, lang, glyph_font)
                     )
-                c = r["config"]
-                r["chars_per_page"] = r["chars"] / r["pages"]
+                    fonts[name] = glyph_font
+            entry["rounds"] = _interleaved_passes(runners, seconds, min_rounds)
+            paths = {name: runner.finish() for name, runner in runners.items()}
+        for name, r in paths.items():
+            r["chars_per_page"] = r["chars"] / r["pages"]
+            if name in BACKENDS:
+                r["page_px"] = [config.page_width, config.page_height]
                 r["font_desc"] = (
-                    f"{Path(glyph_font).name}, {c.get('font-size')} pt at {c.get('dpi')} dpi, "
+                    f"{Path(font).name}, {config.font_size} px (auto-fit to {config.min_font_size})"
+                )
+            else:
+                c = r["config"]
+                r["font_desc"] = (
+                    f"{Path(fonts[name]).name}, {c.get('font-size')} pt at {c.get('dpi')} dpi, "
                     f"leading {c.get('line-height')}"
                 )
-                paths[name] = r
-                log(_line(name, r))
+            log(_line(name, r))
+        entry["paths"] = paths
+        ratios = {"atlas/pillow": paths["atlas"]["pages_per_s"] / paths["pillow"]["pages_per_s"]}
+        if GLYPH_DOCUMENT in paths:
             g = paths[GLYPH_DOCUMENT]
-            entry["ratios"] = {
-                f"{p}/{GLYPH_DOCUMENT} chars/s": paths[p]["chars_per_s"] / g["chars_per_s"]
-                for p in (*BACKENDS, GLYPH_PER_CHUNK)
-                if p in paths
-            }
-            entry["ratios"].update(
-                {
-                    f"{p}/{GLYPH_DOCUMENT} pages/s": paths[p]["pages_per_s"] / g["pages_per_s"]
-                    for p in BACKENDS
-                }
-            )
+            for p in (*BACKENDS, GLYPH_PER_CHUNK):
+                if p in paths:
+                    ratios[f"{p}/{GLYPH_DOCUMENT} chars/s"] = (
+                        paths[p]["chars_per_s"] / g["chars_per_s"]
+                    )
+            for p in BACKENDS:
+                ratios[f"{p}/{GLYPH_DOCUMENT} pages/s"] = paths[p]["pages_per_s"] / g["pages_per_s"]
             if GLYPH_PER_CHUNK in paths:
-                entry["ratios"][f"atlas/{GLYPH_PER_CHUNK} pages/s"] = (
+                ratios[f"atlas/{GLYPH_PER_CHUNK} pages/s"] = (
                     paths["atlas"]["pages_per_s"] / paths[GLYPH_PER_CHUNK]["pages_per_s"]
                 )
-            versions = result["glyph"].setdefault("versions", g["versions"])
-            versions.update(g["versions"])
+            result["glyph"].setdefault("versions", {}).update(g["versions"])
             result["glyph"]["config"] = {k: v for k, v in g["config"].items() if k != "font-path"}
-        entry["ratios"] = {"atlas/pillow": ours["speedup"], **entry.get("ratios", {})}
+        entry["ratios"] = ratios
         result["texts"][label] = entry
     result["environment"]["load_avg_1min_after"] = _load_avg()
     return result
@@ -608,8 +748,10 @@ def render_bench_markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result.get('command', 'vist2 bench render')}`  ",
         f"Machine: {result['environment']['platform']}, {result['environment']['cpu_count']} "
-        f"CPUs, Python {result['environment']['python']}; one process per path, median of "
-        f"timed passes after a warm-up ({result['seconds']:g} s per path).",
+        f"CPUs, Python {result['environment']['python']}. One process per path; every path is "
+        "warmed up, then all paths of a text are timed in interleaved rounds (each path renders "
+        f"the whole text at least once per round, {result.get('min_rounds', 1)}+ rounds, about "
+        f"{result['seconds']:g} s per path) and the median pass counts.",
     ]
     env = result["environment"]
     loads = [env.get("load_avg_1min_before"), env.get("load_avg_1min_after")]
@@ -746,7 +888,11 @@ def plot_render_bench(result: dict[str, Any], path: Path) -> Path | None:
     ax.set_xlim(lo / 3, hi * 15)
     ax.set_xlabel("characters rendered per second (log scale, one process)", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
-    ax.set_title("vist2 renderer backends vs Glyph's renderer, same text", fontsize=9)
+    cfg = result["render_config"]
+    title = f"vist2 backends ({cfg['page_width']}×{cfg['page_height']} px pages)"
+    if result["glyph"]:
+        title += " vs Glyph's renderer (A4 at 72 dpi), same text"
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, pil_kwargs={"optimize": True})
     plt.close(fig)
@@ -768,7 +914,15 @@ def bench_render_main(argv: Sequence[str] | None = None) -> int:
         help="a UTF-8 text file to render (repeatable); default: Moby Dick and Hongloumeng "
         "from ../shared/corpora",
     )
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per path")
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="about this many timed seconds per path"
+    )
+    parser.add_argument(
+        "--min-rounds",
+        type=int,
+        default=3,
+        help="time every path in at least this many interleaved rounds",
+    )
     parser.add_argument(
         "--max-pages", type=int, default=64, help="render at most this many chunks per text"
     )
@@ -779,6 +933,9 @@ def bench_render_main(argv: Sequence[str] | None = None) -> int:
         "--glyph-python",
         default=sys.executable,
         help="a Python with Glyph's dependencies (reportlab, pdf2image); default: this one",
+    )
+    parser.add_argument(
+        "--glyph-commit", help="the Glyph commit to record when --glyph-dir is not a git work tree"
     )
     parser.add_argument(
         "--no-glyph-per-chunk", action="store_true", help="skip Glyph's one-call-per-chunk run"
@@ -796,8 +953,8 @@ def bench_render_main(argv: Sequence[str] | None = None) -> int:
     if args.write_examples:
         write_example_pages(args.write_examples, config, args.corpora)
         return 0
-    if args.seconds < 0 or args.max_pages < 1:
-        parser.error("--seconds must be >= 0 and --max-pages >= 1")
+    if args.seconds < 0 or args.max_pages < 1 or args.min_rounds < 1:
+        parser.error("--seconds must be >= 0, --max-pages and --min-rounds >= 1")
     if args.text:
         texts = {}
         for path in args.text:
@@ -815,10 +972,14 @@ def bench_render_main(argv: Sequence[str] | None = None) -> int:
         glyph_python=args.glyph_python,
         glyph_per_chunk=not args.no_glyph_per_chunk,
         glyph_own_font=not args.no_glyph_own_font,
+        min_rounds=args.min_rounds,
     )
-    result["command"] = "vist2 bench render " + " ".join(
-        sys.argv[1:] if argv is None else list(argv)
-    )
+    if result["glyph"] is not None and args.glyph_commit:
+        result["glyph"]["commit"] = result["glyph"]["commit"] or args.glyph_commit
+    # How it was started: `vist2 bench render` passes argv; `python -m` leaves it None.
+    given = sys.argv[1:] if argv is None else [a for a in argv if a != "--"]
+    prefix = "python -m vist2.bench.render" if argv is None else "vist2 bench render"
+    result["command"] = " ".join([prefix, *given])
     for label, entry in result["texts"].items():
         ratios = ", ".join(f"{k} {v:.2f}x" for k, v in entry["ratios"].items())
         print(f"{label}: {ratios}")
