@@ -169,7 +169,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_efficiency(args: argparse.Namespace) -> int:
-    from vist2.bench.efficiency import EfficiencyConfig, run_efficiency
+    from vist2.bench.efficiency import (
+        EfficiencyConfig,
+        markdown_table,
+        rewrite_report,
+        run_efficiency,
+    )
+
+    if args.report_only:
+        print(markdown_table(rewrite_report(args.out)))
+        return 0
 
     fields = {
         "preset": args.preset,
@@ -185,8 +194,6 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in fields.items() if v is not None}
     config = EfficiencyConfig.quick(**fields) if args.quick else EfficiencyConfig(**fields)
     results = run_efficiency(config, args.out)
-    from vist2.bench.efficiency import markdown_table
-
     print(markdown_table(results))
     print(f"wrote {args.out}/efficiency.json, efficiency.md, long_context.png, long_writing.png")
     return 0
@@ -280,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results directory")
     p.add_argument(
         "--quick", action="store_true", help="a small run (CI): tiny preset, short sweeps"
+    )
+    p.add_argument(
+        "--report-only", action="store_true", help="re-make table and plots from --out's JSON"
     )
     p.add_argument(
         "--lengths", type=int, nargs="+", help="prompt lengths of the long-context sweep"

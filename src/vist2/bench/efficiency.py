@@ -101,21 +101,29 @@ class EfficiencyConfig:
         return cls(**{**base, **overrides})
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _environment(device: torch.device, dtype: torch.dtype) -> dict:
     import transformers
 
-    env = {
+    return {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "dtype": str(dtype).replace("torch.", ""),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
     }
-    return env
 
 
 def _writing_marks(n: int) -> list[int]:
@@ -296,8 +304,20 @@ class EfficiencyBench:
 # -- summary, table and plots ------------------------------------------------------------------
 
 
+def _crossover(points: list[tuple[int, float]], margin: float = 1.02) -> int | None:
+    """The smallest x from which `global` stays ahead: ratio > `margin` at x and every larger x
+    (within 2 % counts as a tie: before its first page, `global` runs exactly what `none` runs)."""
+    start = None
+    for x, value in sorted(points):
+        if value <= margin:
+            start = None  # fell behind: a later point must start the lead again
+        elif start is None:
+            start = x
+    return start
+
+
 def summarise(context: list[dict], writing: dict) -> dict:
-    """Ratios to `none`, the largest point, and the crossovers."""
+    """Ratios to `none`, the largest point, and the crossovers (from where `global` stays ahead)."""
     by = {(r["context_tokens"], r["policy"]): r for r in context}
     lengths = sorted({r["context_tokens"] for r in context})
     ratios = []
@@ -321,8 +341,8 @@ def summarise(context: list[dict], writing: dict) -> dict:
     summary: dict = {"long_context": ratios}
     glob = [r for r in ratios if r["policy"] == "global"]
     if glob:
-        summary["ttft_crossover_tokens"] = next(
-            (r["context_tokens"] for r in glob if r["ttft_speedup"] > 1), None
+        summary["ttft_crossover_tokens"] = _crossover(
+            [(r["context_tokens"], r["ttft_speedup"]) for r in glob]
         )
         summary["largest_context"] = glob[-1]
     pol = writing.get("policies", {})
@@ -339,11 +359,14 @@ def summarise(context: list[dict], writing: dict) -> dict:
                 }
             )
         summary["long_writing"] = rows
-        summary["decode_crossover_tokens"] = next(
-            (r["generated_tokens"] for r in rows if r["decode_speedup"] > 1), None
+        summary["decode_crossover_tokens"] = _crossover(
+            [(r["generated_tokens"], r["decode_speedup"]) for r in rows]
         )
-        summary["flops_crossover_tokens"] = next(
-            (r["generated_tokens"] for r in rows if r["flops_fraction"] < 1), None
+        summary["flops_crossover_tokens"] = _crossover(
+            [(r["generated_tokens"], 1 / r["flops_fraction"]) for r in rows]
+        )
+        summary["wall_crossover_tokens"] = _crossover(
+            [(r["generated_tokens"], r["wall_speedup"]) for r in rows]
         )
     return summary
 
@@ -400,8 +423,17 @@ def markdown_table(results: dict) -> str:
     lines += [
         "",
         f"Crossovers (global beats none): time to first token from L = {s.get('ttft_crossover_tokens')}; "
-        f"decode tokens/s from N = {s.get('decode_crossover_tokens')}; total FLOPs from N = {s.get('flops_crossover_tokens')}.",
+        f"decode tokens/s from N = {s.get('decode_crossover_tokens')}; total FLOPs from N = {s.get('flops_crossover_tokens')}; "
+        f"wall time from N = {s.get('wall_crossover_tokens')}.",
     ]
+    t, w = s.get("largest_context"), (s.get("long_writing") or [None])[-1]
+    if t and w:
+        lines.append(
+            f"Targets: at L = {t['context_tokens']:,}, cache global/none = {t['cache_fraction']:.3f} "
+            f"(target ≤ 0.27) and TTFT none/global = {t['ttft_speedup']:.1f}× (≥ 3×); at N = "
+            f"{w['generated_tokens']:,}, decode tokens/s global/none = {w['decode_speedup']:.2f}× "
+            "(≥ 1.5× past 16k)."
+        )
     checks = [r for r in results["long_context"] if "flops_counted_over_analytic" in r]
     if checks:
         worst = max(abs(r["flops_counted_over_analytic"] - 1) for r in checks)
@@ -479,12 +511,28 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def run_efficiency(config: EfficiencyConfig, out_dir: str | Path) -> dict:
-    """Run the benchmark and write efficiency.json, efficiency.md and the PNG plots to `out_dir`."""
+def write_report(results: dict, out_dir: str | Path) -> None:
+    """efficiency.json, efficiency.md and the PNG plots (the summary recomputed from the data)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = EfficiencyBench(config).run()
+    results["summary"] = summarise(results["long_context"], results["long_writing"])
     (out / "efficiency.json").write_text(json.dumps(results, indent=1))
     (out / "efficiency.md").write_text(markdown_table(results))
     plot(results, out)
+
+
+def rewrite_report(out_dir: str | Path) -> dict:
+    """Re-make the table and plots of an earlier run from its efficiency.json."""
+    path = Path(out_dir) / "efficiency.json"
+    if not path.is_file():
+        raise Vist2Error(f"{path} not found; run `vist2 bench efficiency --out {out_dir}` first")
+    results = json.loads(path.read_text())
+    write_report(results, out_dir)
+    return results
+
+
+def run_efficiency(config: EfficiencyConfig, out_dir: str | Path) -> dict:
+    """Run the benchmark and write efficiency.json, efficiency.md and the PNG plots to `out_dir`."""
+    results = EfficiencyBench(config).run()
+    write_report(results, out_dir)
     return results
