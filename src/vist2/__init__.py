@@ -7,6 +7,7 @@ those visual tokens.
 
 from vist2.chunker import Chunk, split_into_chunks
 from vist2.config import VIST2Config
+from vist2.engine import Engine, GenerationConfig
 from vist2.errors import ConfigError, Vist2Error
 from vist2.layout import ChunkSegment, PageSegment, TextSegment, build_layout, collate_layouts
 from vist2.model import VIST2Model
@@ -17,6 +18,8 @@ __all__ = [
     "Chunk",
     "ChunkSegment",
     "ConfigError",
+    "Engine",
+    "GenerationConfig",
     "PageSegment",
     "TextSegment",
     "VIST2Config",
