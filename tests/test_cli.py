@@ -88,6 +88,10 @@ def test_generate_streams_text_and_stats(tiny_dir, capsys):
         (["generate", "--model", "{tiny}", "--prompt", " "], "prompt is empty"),
         (["generate", "--model", "{tiny}", "--prompt", "x", "--policy", "partial"], "policy"),
         (["generate", "--model", "{tiny}", "--prompt", "x", "--stop", ""], "stop_strings"),
+        (["generate", "--model", "{tiny}", "--prompt", "x", "--temperature", "nan"], "temperature"),
+        (["generate", "--model", "{tiny}", "--prompt", "x", "--device", "gpu"], "unknown device"),
+        (["render", "{tmp}/ok.txt", "--out", "{tmp}/ok.txt"], "is a file"),
+        (["init", "--preset", "tiny", "--out", "{tmp}/latin1.txt"], "is a file"),
         (
             [
                 "generate",
@@ -107,6 +111,7 @@ def test_generate_streams_text_and_stats(tiny_dir, capsys):
 def test_bad_input_gets_one_clear_line(argv, message, tiny_dir, tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "latin1.txt").write_bytes("café au lait".encode("latin-1"))
+    (tmp_path / "ok.txt").write_text("some text", encoding="utf-8")
     argv = [a.format(tmp=tmp_path, tiny=tiny_dir) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

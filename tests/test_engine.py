@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import GenerationConfig as HFGenerationConfig
 
-from vist2.chunker import decode_pieces
+from vist2.chunker import Chunk, decode_pieces
 from vist2.engine import Engine, GenerationConfig
 from vist2.errors import ConfigError, Vist2Error
 from vist2.layout import ChunkSegment, TextSegment, build_layout, collate_layouts
@@ -166,3 +166,40 @@ def test_bad_requests_are_clear_errors(engine):
         engine.generate(PROMPT, stop_strings=("",))
     with pytest.raises(Vist2Error, match="max_position_embeddings"):
         engine.generate(PROMPT, policy="none", max_new_tokens=10_000)
+
+
+def test_eager_attention_generates_what_sdpa_generates(engine):
+    kw = dict(policy="global", max_new_tokens=2 * K + 1, stop_on_eos=False)
+    sdpa = engine.generate([PROMPT, "Short one."], return_logits=True, **kw)
+    engine.model.set_attn_implementation("eager")
+    eager = engine.generate([PROMPT, "Short one."], return_logits=True, **kw)
+    for a, b in zip(sdpa, eager, strict=True):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_a_page_that_overflows_while_writing_stops_and_keeps_the_text(engine, monkeypatch):
+    from vist2.render import PageOverflowError
+
+    def overflow(texts):
+        raise PageOverflowError("chunk 0 does not fit", index=0)
+
+    monkeypatch.setattr(engine.renderer, "render_batch", overflow)
+    result = engine.generate("Hi", policy="global", max_new_tokens=3 * K, stop_on_eos=False)
+    assert result.finish_reason == "overflow"
+    assert len(result.token_ids) == K  # the first chunk was written, its page could not be made
+
+
+@pytest.mark.parametrize("policy", ["global", "none"])
+def test_position_budget_counts_the_furthest_position(policy):
+    from vist2.engine import last_position_offset
+    from vist2.layout import response_segments
+
+    for n in range(1, 5 * K + 2):
+        ids = list(range(n))
+        if policy == "global":
+            chunks = [Chunk(tuple(ids[i : i + K]), "", True) for i in range(0, n, K)]
+            layout = build_layout(response_segments(chunks), BETA)
+        else:
+            layout = build_layout([TextSegment(tuple(ids))], BETA)
+        assert last_position_offset(n, policy, K, BETA) == int(layout.position_ids.max()), n

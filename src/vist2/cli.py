@@ -32,6 +32,31 @@ def read_text_file(path: str | Path) -> str:
     return text
 
 
+def output_dir(path: str | Path) -> Path:
+    """`path` as a directory to write into, or a `Vist2Error` if a file stands there."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise Vist2Error(f"{path} is a file, not a directory; choose another --out")
+    return path
+
+
+def torch_device(name: str):
+    """A `torch.device` the machine has, or a `Vist2Error` that says why not."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise Vist2Error(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise Vist2Error(
+            f"device {name!r} asked for, but this machine has no CUDA GPU; use --device cpu"
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise Vist2Error(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
 # -- vist2 init ----------------------------------------------------------------------------------
 
 
@@ -49,7 +74,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             f"tokenizer {args.tokenizer} has {len(tokenizer)} tokens but preset {args.preset} has "
             f"vocab_size {config.text_config.vocab_size}; pick a matching tokenizer"
         )
-    out = Path(args.out)
+    out = output_dir(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise Vist2Error(f"{out} exists and is not empty; pass --overwrite or choose another --out")
     torch.manual_seed(args.seed)
@@ -80,6 +105,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from vist2.render import PageRenderer
 
     text = read_text_file(args.file)
+    out = output_dir(args.out)
     if args.model:
         config = load_config(args.model)
         tokenizer = load_tokenizer(args.tokenizer or args.model)
@@ -96,7 +122,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     pages = renderer.render_batch([c.text for c in compressed])
     seconds = time.perf_counter() - start
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i, page in enumerate(pages):
         Image.fromarray(page.image).save(out / f"page_{i:05d}.png", optimize=True)
@@ -142,7 +167,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         cache=args.cache,
     )
     dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    engine = Engine.from_pretrained(args.model, dtype=dtype, device=args.device)
+    engine = Engine.from_pretrained(args.model, dtype=dtype, device=torch_device(args.device))
 
     def show(_row: int, text: str) -> None:
         print(text, end="", flush=True)
@@ -186,7 +211,7 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
         "context_new_tokens": args.context_new_tokens,
         "writing_new_tokens": args.new_tokens,
         "repeats": args.repeats,
-        "device": args.device,
+        "device": None if args.device is None else str(torch_device(args.device)),
         "dtype": args.dtype,
         "text": args.text,
         "tokenizer": args.tokenizer,
@@ -204,7 +229,8 @@ def cmd_bench_cache(args: argparse.Namespace) -> int:
 
     from vist2.bench.cache import run_cache_bench
 
-    result = run_cache_bench(args.preset, args.new_tokens, args.policy, args.repeats, args.device)
+    device = str(torch_device(args.device))
+    result = run_cache_bench(args.preset, args.new_tokens, args.policy, args.repeats, device)
     print(json.dumps(result, indent=1))
     return 0
 
@@ -216,6 +242,13 @@ def cmd_bench_render(args: argparse.Namespace) -> int:
 
 
 # -- entry point ---------------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"preset instead of a model (default tiny): {', '.join(PRESETS)}",
     )
     p.add_argument("--tokenizer", help="tokenizer directory overriding the model's or preset's")
-    p.add_argument("--max-pages", type=int, help="render at most this many pages")
+    p.add_argument("--max-pages", type=positive_int, help="render at most this many pages")
     p.set_defaults(func=cmd_render)
 
     from vist2.engine import POLICIES

@@ -20,6 +20,7 @@ Notable:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -31,6 +32,7 @@ from vist2.chat import chat_parts
 from vist2.chunker import StreamingDecoder, split_into_chunks
 from vist2.errors import ConfigError, Vist2Error
 from vist2.layout import Segment, TextSegment, build_layout, collate_layouts, query_segments
+from vist2.render import PageOverflowError, PageRenderer, pages_to_tensor
 
 POLICIES = ("global", "prompt", "none")
 
@@ -69,9 +71,11 @@ class GenerationConfig:
             raise ConfigError(
                 f"GenerationConfig.max_new_tokens must be >= 1, got {self.max_new_tokens!r}"
             )
-        if self.temperature < 0:
-            raise ConfigError(f"GenerationConfig.temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ConfigError(
+                f"GenerationConfig.temperature must be a finite number >= 0, got {self.temperature}"
+            )
+        if not 0 < self.top_p <= 1:  # (NaN fails this too)
             raise ConfigError(f"GenerationConfig.top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ConfigError(f"GenerationConfig.top_k must be >= 0, got {self.top_k}")
@@ -109,7 +113,7 @@ class GenerationStats:
 class GenerationResult:
     text: str
     token_ids: list[int]
-    finish_reason: str  # "eos", "stop" (a stop string) or "length"
+    finish_reason: str  # "eos", "stop" (a stop string), "length" or "overflow" (a page overflowed)
     stats: GenerationStats
     logits: torch.Tensor | None = None  # (generated, V) float32, with return_logits=True
     token_times: list[float] = field(
@@ -143,8 +147,6 @@ class Engine:
     """
 
     def __init__(self, model, tokenizer) -> None:
-        from vist2.render import PageRenderer
-
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = model.config
@@ -152,11 +154,9 @@ class Engine:
         self.chunk_tokens = model.config.chunk_tokens
         self.beta = model.config.visual_tokens_per_page
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.stop_ids = {
-            t
-            for t in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>"))
-            if isinstance(t, int) and t >= 0
-        }
+        # end of turn (the tokenizer's eos) and end of text, where the vocabulary has it
+        end_of_text = tokenizer.get_vocab().get("<|endoftext|>")
+        self.stop_ids = {t for t in (tokenizer.eos_token_id, end_of_text) if t is not None}
 
     @classmethod
     def from_pretrained(cls, path, dtype: torch.dtype | None = None, device: str = "cpu") -> Engine:
@@ -234,8 +234,6 @@ class Engine:
 
     def _encode_texts(self, texts: list[str]) -> tuple[torch.Tensor | None, float, float]:
         """Render and encode pages: (visual tokens (N, β, D) or None, render seconds, vision seconds)."""
-        from vist2.render import pages_to_tensor
-
         if not texts:
             return None, 0.0, 0.0
         t0 = time.perf_counter()
@@ -345,7 +343,14 @@ class Engine:
             t_llm = time.perf_counter()
             if compress_output and n_in_chunk == k:
                 # ---- chunk boundary: last text token + the chunk's β visual tokens, then evict
-                visual, r_s, v_s = self._encode_texts([r.chunk_text for r in rows])
+                try:
+                    visual, r_s, v_s = self._encode_texts([r.chunk_text for r in rows])
+                except PageOverflowError:
+                    # The text just written does not fit a page even reflowed (e.g. one long
+                    # token repeated): stop here and keep what was written.
+                    for r in rows:
+                        r.finish_reason = r.finish_reason or "overflow"
+                    break
                 render_s, vision_s = render_s + r_s, vision_s + v_s
                 t_llm = time.perf_counter()
                 for r in rows:
@@ -475,15 +480,29 @@ class Engine:
             return
         k, beta = self.chunk_tokens, self.beta
         for i, lay in enumerate(layouts):
-            start = int(lay.position_ids[-1]) + 1
-            n = config.max_new_tokens
-            grow = (n // k) * beta + min(n % k, k) if config.policy == "global" else n
-            if start + grow > budget:
+            start = int(lay.position_ids[-1]) + 1  # position of the first generated token
+            last = start + last_position_offset(config.max_new_tokens, config.policy, k, beta)
+            if last >= budget:
                 raise Vist2Error(
-                    f"prompt {i} needs {start} positions and generating {n} tokens under policy "
-                    f"{config.policy!r} needs up to {start + grow}, more than the model's "
-                    f"max_position_embeddings ({budget}); shorten the prompt or --max-new-tokens"
+                    f"prompt {i} takes positions 0-{start - 1} and generating "
+                    f"{config.max_new_tokens} tokens under policy {config.policy!r} reaches "
+                    f"position {last}, past the model's max_position_embeddings ({budget}); "
+                    "shorten the prompt or --max-new-tokens"
                 )
+
+
+def last_position_offset(new_tokens: int, policy: str, chunk_tokens: int, beta: int) -> int:
+    """Highest position a generation of `new_tokens` reaches, counted from its first token.
+
+    Under `global`, token j (0-based) of the output sits in chunk q = j // K at offset m = j % K,
+    position q·β + m: a chunk's text runs K - β positions past the pages that replace it.
+    """
+    if policy != "global":
+        return new_tokens - 1
+    q, m = divmod(new_tokens - 1, chunk_tokens)
+    if q == 0:
+        return m
+    return max((q - 1) * beta + chunk_tokens - 1, q * beta + m)
 
 
 def _sample(

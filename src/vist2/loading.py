@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 from vist2.errors import Vist2Error
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+MODEL_DIR = "model"  # where a training run directory keeps its trained model
 
 
 def tiny_tokenizer_path() -> Path:
@@ -58,20 +59,32 @@ def check_model_dir(path: str | Path, weights: bool = True) -> Path:
     return path
 
 
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model directory, or a training run directory whose `model/` holds the trained model."""
+    path = Path(path)
+    if (path / MODEL_DIR / "config.json").is_file() and not (path / "config.json").is_file():
+        return path / MODEL_DIR
+    if (path / "train_config.json").is_file() and not (path / MODEL_DIR).is_dir():
+        raise Vist2Error(
+            f"{path} is a run directory without a finished model ({path / MODEL_DIR}); "
+            "finish or resume that run first"
+        )
+    return check_model_dir(path)
+
+
 def load_config(path: str | Path):
     from vist2.config import VIST2Config
 
-    path = check_model_dir(path, weights=False)
-    return VIST2Config.from_pretrained(str(path))
+    return VIST2Config.from_pretrained(str(resolve_model_dir(path)))
 
 
 def load_model(
     path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
 ):
-    """(model, tokenizer) from a vist2 model directory, model in eval mode."""
+    """(model, tokenizer) from a vist2 model directory (or a run directory), model in eval mode."""
     from vist2.model import VIST2Model
 
-    path = check_model_dir(path)
+    path = resolve_model_dir(path)
     model = VIST2Model.from_pretrained(str(path), dtype=dtype).to(device).eval()
     return model, load_tokenizer(path)
 

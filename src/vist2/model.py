@@ -87,9 +87,10 @@ class VIST2Model(PreTrainedModel):
         model = cls(config)
         model.language_model = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype)
         vision = AutoModel.from_pretrained(vision_path, dtype=dtype)
-        model.vision_model = (
-            getattr(vision, "vision_model", None) if hasattr(vision, "text_model") else vision
-        )
+        if hasattr(vision, "text_model"):  # a full SigLIP checkpoint: keep its vision tower
+            vision = vision.vision_model
+        model.vision_model = vision
+        _drop_pooling_head(model)
         if dtype is not None:
             model.aligner.to(dtype)
         return model
@@ -160,8 +161,8 @@ class VIST2Model(PreTrainedModel):
     def _attention_mask_for_backend(self, mask, dtype: torch.dtype):
         """SDPA takes the boolean rule-2 mask as is; eager attention silently misreads a boolean
         mask as additive, so there it becomes 0 / -inf-like floats."""
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            return mask
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 4:
+            return mask  # a 2-D padding mask is read as such by every backend
         if self.language_model.config._attn_implementation == "sdpa":
             return mask
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
@@ -223,6 +224,17 @@ class VIST2Model(PreTrainedModel):
 
 
 __all__ = ["VIST2Model", "VIST2Output"]
+
+
+def _drop_pooling_head(model: VIST2Model) -> None:
+    """SigLIP's attention-pooling head makes one image vector; VIST2 reads the patch tokens, so the
+    head would sit unused in every step (and DDP rejects parameters that never get a gradient)."""
+    tower = getattr(model.vision_model, "vision_model", model.vision_model)
+    if getattr(tower, "use_head", False):
+        tower.use_head = False
+        del tower.head
+    model.config.vision_config.vision_use_head = False
+
 
 # After `import vist2`, `AutoModel.from_pretrained(dir)` builds a VIST2Model.
 AutoModel.register(VIST2Config, VIST2Model, exist_ok=True)

@@ -128,10 +128,20 @@ class TrainConfig:
     """Caption only: samples in one epoch of the built-in synthetic shapes set."""
 
     def __post_init__(self) -> None:
-        self.curriculum = tuple(
-            CurriculumLevel(**level) if isinstance(level, dict) else level
-            for level in self.curriculum
-        )
+        levels = []
+        for i, level in enumerate(self.curriculum):
+            if isinstance(level, dict):
+                try:
+                    level = CurriculumLevel(**level)
+                except TypeError as err:
+                    raise ConfigError(f"TrainConfig.curriculum[{i}]: {err}") from None
+            if not isinstance(level, CurriculumLevel):
+                raise ConfigError(
+                    f"TrainConfig.curriculum[{i}] must be an object like "
+                    f'{{"until": 0.1, "min_pages": 1, "max_pages": 1}}, got {level!r}'
+                )
+            levels.append(level)
+        self.curriculum = tuple(levels)
         self.adam_betas = tuple(self.adam_betas)
         self.learning_rates = dict(self.learning_rates)
         self.check()

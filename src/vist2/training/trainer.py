@@ -47,7 +47,7 @@ import torch
 
 from vist2.errors import ConfigError, Vist2Error
 from vist2.layout import IGNORE_INDEX, make_mask_mod
-from vist2.loading import check_model_dir, load_model
+from vist2.loading import MODEL_DIR, load_model, resolve_model_dir
 from vist2.training.checkpoint import CheckpointManager, fsync_tree, replace_dir
 from vist2.training.config import MODULES, OPERATIONAL_FIELDS, TrainConfig
 from vist2.training.datasets import SampleRange, build_dataset, collate_examples
@@ -55,7 +55,6 @@ from vist2.training.metrics import METRICS_FILE, MetricsLog, Progress, read_metr
 from vist2.training.problems import DataProblem, ProblemLog
 from vist2.training.schedule import warmup_cosine_scheduler
 
-MODEL_DIR = "model"
 FLEX_BLOCK = 128  # flex attention's block size: flex batches are padded to a multiple of it
 MODEL_INPUTS = ("input_ids", "visual_mask", "pages", "position_ids", "attention_mask", "labels")
 
@@ -103,18 +102,6 @@ class TrainerState:
 # -- pieces -----------------------------------------------------------------------------------------
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model directory, or a run directory whose `model/` holds the trained model."""
-    path = Path(path)
-    if (path / MODEL_DIR / "config.json").is_file() and not (path / "config.json").is_file():
-        return path / MODEL_DIR
-    if (path / "train_config.json").is_file() and not (path / MODEL_DIR).is_dir():
-        raise Vist2Error(
-            f"{path} is a run directory without a finished model ({path / MODEL_DIR}); finish or resume that run first"
-        )
-    return check_model_dir(path)
-
-
 def param_groups(
     model: torch.nn.Module, learning_rates: dict[str, float], weight_decay: float
 ) -> list[dict]:
@@ -154,7 +141,7 @@ def _mixed_precision(config: TrainConfig) -> str:
 def make_accelerator(config: TrainConfig):
     """The run's `Accelerator`, with gradient accumulation derived from the global batch size."""
     from accelerate import Accelerator, PartialState
-    from accelerate.utils import GradientAccumulationPlugin
+    from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin
 
     processes = PartialState(cpu=config.cpu).num_processes
     per_pass = config.micro_batch_size * processes
@@ -166,10 +153,15 @@ def make_accelerator(config: TrainConfig):
     plugin = GradientAccumulationPlugin(
         num_steps=config.batch_size // per_pass, sync_with_dataloader=False
     )
+    # A micro-batch without pages (a short SFT example) leaves the vision encoder and aligner
+    # out of the graph; DDP must then be told to expect unused parameters.
+    vision_trains = any(config.learning_rates.get(m, 0) > 0 for m in ("vision_model", "aligner"))
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if vision_trains else []
     return Accelerator(
         cpu=config.cpu,
         mixed_precision=_mixed_precision(config),
         gradient_accumulation_plugin=plugin,
+        kwargs_handlers=handlers,
     )
 
 
@@ -201,14 +193,22 @@ def pad_to_multiple(batch: dict, multiple: int) -> dict:
     return out
 
 
-def block_mask(batch: dict):
-    """The rule-2 flex-attention BlockMask of a collated batch (on the batch's device)."""
+@functools.cache
+def _create_block_mask(device_type: str):
+    """torch's `create_block_mask`, compiled on GPU: uncompiled it materialises (B, L, L) tensors,
+    which at 8k slots is the O(L²) memory flex attention is there to avoid."""
     from torch.nn.attention.flex_attention import create_block_mask
 
+    return torch.compile(create_block_mask) if device_type == "cuda" else create_block_mask
+
+
+def block_mask(batch: dict):
+    """The rule-2 flex-attention BlockMask of a collated batch (on the batch's device)."""
     persistent, chunk_id, valid = batch["persistent"], batch["chunk_id"], batch["valid"]
     size, length = persistent.shape
     mask_mod = make_mask_mod(persistent, chunk_id, valid)
-    return create_block_mask(mask_mod, size, None, length, length, device=persistent.device)
+    create = _create_block_mask(persistent.device.type)
+    return create(mask_mod, size, None, length, length, device=persistent.device)
 
 
 def _check_resume_config(run_dir: Path, config: TrainConfig) -> None:
@@ -244,6 +244,8 @@ def prepare_run_dir(
     info: dict,
 ) -> Path | None:
     """Check RUN_DIR against --resume, write its config files; the checkpoint to resume from."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise Vist2Error(f"{run_dir} is a file, not a run directory; choose another --out")
     latest = checkpoints.latest()
     if not resume and (latest is not None or (run_dir / "train_config.json").exists()):
         raise Vist2Error(
