@@ -132,6 +132,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The legible variant of the paper's shape (DESIGN.md): a 512 px page read at patch 16 and merged
+# 2x2 keeps β = 256 at r = 4, with glyphs of 8-10 px instead of 3-5 px. SigLIP's position
+# embeddings are then for 512 px (interpolate a 256 px checkpoint's, or train them).
+PRESETS["qwen3-0.6b-512px"] = {
+    **PRESETS["qwen3-0.6b"],
+    "vision_config": {**_SIGLIP2_BASE_256, "image_size": 512},
+    "merge_size": 2,
+    "render": {"page_width": 512, "page_height": 512, "font_size": 10, "min_font_size": 6},
+}
+
+
 def preset_kwargs(name: str) -> dict[str, Any]:
     """A fresh copy of the `VIST2Config` keyword arguments of preset `name`."""
     if name not in PRESETS:
