@@ -12,7 +12,6 @@ configs/accelerate/...] -m vist2.cli train ...` (or `-m vist2.training train ...
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from vist2.errors import Vist2Error
@@ -95,21 +94,10 @@ def add_commands(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (`python -m vist2.training train ...`), same error handling as vist2."""
-    parser = argparse.ArgumentParser(prog="vist2", description="vist2 training commands")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    from transformers.utils import logging as hf_logging
+    """`python -m vist2.training train ...`: the same as `vist2 train ...`."""
+    from vist2.cli import main as vist2_main
 
-    hf_logging.disable_progress_bar()
-    try:
-        return args.func(args)
-    except Vist2Error as err:
-        print(f"vist2: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vist2: interrupted", file=sys.stderr)
-        return 130
+    return vist2_main(argv)
 
 
 __all__ = ["add_commands", "cmd_plot", "cmd_train", "main"]
