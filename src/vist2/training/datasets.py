@@ -23,6 +23,7 @@ SFT [template, query pages (+ raw tail), template, response chunks, EOS], loss o
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -297,6 +298,15 @@ class OCRDataset(_SpanDataset):
             raise Vist2Error(
                 f"ocr: max_length {config.max_length} cannot hold one page "
                 f"({page_tokens} text tokens + {model_config.visual_tokens_per_page} visual tokens)"
+            )
+        hardest = max(level.min_pages for level in config.curriculum)
+        if self.max_pages < hardest:
+            warnings.warn(
+                f"ocr: max_length {config.max_length} holds at most {self.max_pages} pages of "
+                f"{per_page} slots, fewer than the curriculum's hardest level asks for "
+                f"({hardest}); samples are capped at {self.max_pages}. Raise max_length or set "
+                "ocr_page_tokens to a shorter page text.",
+                stacklevel=2,
             )
         super().__init__(docs, page_tokens, model_config, tokenizer, config)
 
