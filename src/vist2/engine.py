@@ -139,6 +139,55 @@ class _Row:
     cache_entries: list[int] = field(default_factory=list)
 
 
+class _BatchKV:
+    """The KV cache of a left-padded batch plus which of its entries each row may see.
+
+    `valid` (B, S) marks live, non-padding entries; every row shares one cache length S, so one
+    eviction serves the whole batch.
+    """
+
+    def __init__(self, model, cache, valid: torch.Tensor) -> None:
+        self.model, self.cache, self.valid = model, cache, valid  # valid: [B, S]
+        self.padded = not bool(valid.all())  # left padding stays for the whole run
+
+    def __len__(self) -> int:
+        return self.valid.shape[1]
+
+    def live(self) -> list[int]:
+        """Entries each row attends over."""
+        return self.valid.sum(dim=1).tolist()
+
+    def feed(self, ids, positions, visual_mask=None, visual_tokens=None) -> torch.Tensor:
+        """Run n new slots per row (ids/positions (B, n)) through the LLM; they see every live
+        entry and the new slots before them. Returns the logits of the last slot, (B, V)."""
+        b, n = ids.shape
+        new = torch.ones(b, n, dtype=torch.bool, device=ids.device)
+        self.valid = torch.cat([self.valid, new], 1)  # [B, S+n]
+        if n == 1 and not self.padded:
+            mask = None  # one new slot that sees every entry: the backend needs no mask
+        else:
+            s = self.valid.shape[1]
+            causal = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()  # [n, n]
+            mask = self.valid[:, None, None, :].expand(b, 1, n, s).clone()  # [B, 1, n, S+n]
+            mask[..., s - n :] &= causal
+        out = self.model(
+            input_ids=ids,
+            visual_mask=visual_mask,
+            visual_tokens=visual_tokens,
+            position_ids=positions,
+            attention_mask=mask,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1].float()
+
+    def evict(self, start: int, stop: int) -> None:
+        """Forget entries [start, stop) of every row and layer."""
+        evict_range(self.cache, start, stop)
+        self.valid = torch.cat([self.valid[:, :start], self.valid[:, stop:]], 1)
+
+
 class Engine:
     """Generate with a `VIST2Model` under a context policy.
 
@@ -282,16 +331,16 @@ class Engine:
         visual, render_s, vision_s = self._encode_texts(page_texts)
         batch = collate_layouts(layouts, pad_id=self.pad_id, padding_side="left")
         device = self.device
-        key_valid = batch["valid"].to(device)  # [B, S]: live, non-padding cache entries
         next_pos = torch.tensor(
             [int(lay.position_ids[-1]) + 1 for lay in layouts], device=device
         )  # [B]
-        length = key_valid.shape[1]
+        length = batch["valid"].shape[1]
         max_chunks = config.max_new_tokens // k + 1 if compress_output else 0
         capacity = length + (
             k + beta * (max_chunks + 1) if compress_output else config.max_new_tokens + 1
         )
         cache = make_cache(config.cache, self.config.text_config.num_hidden_layers, capacity)
+        kv = _BatchKV(self.model, cache, batch["valid"].to(device))
         # A prompt holds persistent slots only, so rule 2 is plain causal attention over the valid
         # slots: a (B, L) padding mask lets the backend use its causal kernel instead of an
         # (L x L) mask (1 GB at 32k slots).
@@ -313,14 +362,12 @@ class Engine:
         _sync(device)
         llm_s = time.perf_counter() - t_llm
         per_entry = cache_bytes_per_entry(self.config.text_config, self.model.dtype)
-        self._track_cache(rows, key_valid, per_entry)
+        live = self._track_cache(rows, kv.live(), per_entry)
 
         chunk_start = length  # cache index where the open chunk's text begins
         chunk_pos = next_pos.clone()  # position of the open chunk's first text token, per row
         n_in_chunk = 0
         first_token_at = None
-        live = key_valid.sum(dim=1).tolist()  # [B] cache entries each row attends over
-        padded = not bool(batch["valid"].all())  # left padding stays for the whole run
         for step in range(config.max_new_tokens):
             token = _sample(logits, config, generator)  # [B]
             now = time.perf_counter()
@@ -366,22 +413,17 @@ class Engine:
                 pos = torch.cat(
                     [next_pos[:, None], chunk_pos[:, None] + torch.arange(beta, device=device)], 1
                 )
-                logits, key_valid = self._step(cache, ids, pos, key_valid, padded, vis_mask, visual)
-                self._track_cache(rows, key_valid, per_entry)
-                evict_range(cache, chunk_start, chunk_start + k)
-                key_valid = torch.cat(
-                    [key_valid[:, :chunk_start], key_valid[:, chunk_start + k :]], 1
-                )
-                live = key_valid.sum(dim=1).tolist()
+                logits = kv.feed(ids, pos, vis_mask, visual)
+                self._track_cache(rows, kv.live(), per_entry)  # the peak: chunk text + its page
+                kv.evict(chunk_start, chunk_start + k)
+                live = kv.live()
                 chunk_pos = chunk_pos + beta
                 next_pos = chunk_pos.clone()
                 chunk_start += beta
                 n_in_chunk = 0
             else:
-                logits, key_valid = self._step(
-                    cache, token[:, None], next_pos[:, None], key_valid, padded
-                )
-                live = self._track_cache(rows, key_valid, per_entry)
+                logits = kv.feed(token[:, None], next_pos[:, None])
+                live = self._track_cache(rows, kv.live(), per_entry)
                 next_pos = next_pos + 1
             _sync(device)
             llm_s += time.perf_counter() - t_llm
@@ -413,32 +455,6 @@ class Engine:
             )
         yield results
 
-    def _step(self, cache, ids, positions, key_valid, padded, visual_mask=None, visual_tokens=None):
-        """Feed n new slots per row: ids/positions (B, n). They see every live cache entry and the
-        new slots before them. Returns (logits of the last slot (B, V), new key_valid (B, S + n))."""
-        b, n = ids.shape
-        key_valid = torch.cat(
-            [key_valid, torch.ones(b, n, dtype=torch.bool, device=ids.device)], 1
-        )  # [B, S+n]
-        if n == 1 and not padded:
-            mask = None  # one new slot that sees every entry: the backend needs no mask
-        else:
-            s = key_valid.shape[1]
-            causal = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()  # [n, n]
-            mask = key_valid[:, None, None, :].expand(b, 1, n, s).clone()  # [B, 1, n, S+n]
-            mask[..., s - n :] &= causal
-        out = self.model(
-            input_ids=ids,
-            visual_mask=visual_mask,
-            visual_tokens=visual_tokens,
-            position_ids=positions,
-            attention_mask=mask,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return out.logits[:, -1].float(), key_valid
-
     def _append(self, row: _Row, token: int, config: GenerationConfig) -> str:
         """Record a sampled token; return the text it completes (cut at a stop string)."""
         row.tokens.append(token)
@@ -465,9 +481,8 @@ class Engine:
         return delta
 
     @staticmethod
-    def _track_cache(rows: list[_Row], key_valid: torch.Tensor, per_entry: int) -> list[int]:
-        """Update each row's peak cache figures; return the live entries per row."""
-        live = key_valid.sum(dim=1).tolist()  # entries each row attends over
+    def _track_cache(rows: list[_Row], live: list[int], per_entry: int) -> list[int]:
+        """Update each row's peak cache figures from its live entries; return `live`."""
         for row, n in zip(rows, live, strict=True):
             if row.finish_reason is None or row.stats.peak_cache_entries == 0:
                 row.stats.peak_cache_entries = max(row.stats.peak_cache_entries, int(n))
