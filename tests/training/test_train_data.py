@@ -142,7 +142,7 @@ def test_sft_example_trains_on_the_response_only(tmp_path, model_config, tiny_to
 
 def test_olm_example_fills_max_length(tmp_path, model_config, tiny_tokenizer):
     cfg = tiny_train_config("olm")
-    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10))
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
     ds = OLMDataset(docs, model_config, tiny_tokenizer, cfg)
     tokens = olm_tokens_for_length(cfg.max_length, K, BETA)
     ex = ds[0]
@@ -163,7 +163,7 @@ def test_olm_tokens_for_length():
 
 def test_ocr_pages_follow_the_curriculum(tmp_path, model_config, tiny_tokenizer):
     cfg = tiny_train_config("ocr", max_length=K * 100)
-    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10))
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
     ds = OCRDataset(docs, model_config, tiny_tokenizer, cfg)
     ds.samples_per_step, ds.total_steps = 4, 10
     easy, hard = ds[0], ds[39]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vist2.errors import Vist2Error
+from vist2.heldout import check_split, record_in_split, split_text
 from vist2.training.problems import DataProblem, ProblemLog
 
 TEXT_SUFFIXES = (".txt", ".md", ".text")
@@ -148,17 +149,25 @@ def _string_field(obj: dict, key: str, path: Path, number: int, problems: Proble
 # -- documents ------------------------------------------------------------------------------------
 
 
-def read_documents(path: str | Path, problems: ProblemLog) -> list[Document]:
-    """Documents from a text file, a JSONL file of {"text": ...} or a directory of both."""
+def read_documents(path: str | Path, problems: ProblemLog, split: str = "train") -> list[Document]:
+    """Documents from a text file, a JSONL file of {"text": ...} or a directory of both.
+
+    `split` picks the part of each file (`vist2.heldout`): "train" (the default) leaves out the
+    held-out part that `vist2 eval` measures on, "heldout" reads only that, "all" reads everything.
+    """
+    check_split(split)
     docs: list[Document] = []
     for file in list_files(path, TEXT_SUFFIXES + JSONL_SUFFIXES):
         if file.suffix.lower() in JSONL_SUFFIXES:
             for number, obj in _jsonl_objects(file, problems):
+                if not record_in_split(number, split):
+                    continue
                 text = _string_field(obj, "text", file, number, problems)
                 if text is not None:
                     docs.append(Document(text, str(file), number))
         else:
             text = "".join(line for _, line in _decoded_lines(file, problems))
+            text = split_text(text, split)
             if text.strip():
                 docs.append(Document(text, str(file)))
             elif text:
