@@ -281,7 +281,7 @@ class Engine:
             segments.append(TextSegment(tuple(middle)))
         return segments, [c.text for c in chunks if c.compressed], n_tokens
 
-    def _encode_texts(self, texts: list[str]) -> tuple[torch.Tensor | None, float, float]:
+    def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor | None, float, float]:
         """Render and encode pages: (visual tokens (N, β, D) or None, render seconds, vision seconds)."""
         if not texts:
             return None, 0.0, 0.0
@@ -328,7 +328,7 @@ class Engine:
         self._check_position_budget(layouts, config)
 
         # ---- prefill: prompt pages + raw text, left-padded to one length
-        visual, render_s, vision_s = self._encode_texts(page_texts)
+        visual, render_s, vision_s = self.encode_texts(page_texts)
         batch = collate_layouts(layouts, pad_id=self.pad_id, padding_side="left")
         device = self.device
         next_pos = torch.tensor(
@@ -369,7 +369,7 @@ class Engine:
         n_in_chunk = 0
         first_token_at = None
         for step in range(config.max_new_tokens):
-            token = _sample(logits, config, generator)  # [B]
+            token = sample_tokens(logits, config, generator)  # [B]
             now = time.perf_counter()
             if first_token_at is None:
                 first_token_at = now
@@ -391,7 +391,7 @@ class Engine:
             if compress_output and n_in_chunk == k:
                 # ---- chunk boundary: last text token + the chunk's β visual tokens, then evict
                 try:
-                    visual, r_s, v_s = self._encode_texts([r.chunk_text for r in rows])
+                    visual, r_s, v_s = self.encode_texts([r.chunk_text for r in rows])
                 except PageOverflowError:
                     # The text just written does not fit a page even reflowed (e.g. one long
                     # token repeated): stop here and keep what was written.
@@ -520,7 +520,7 @@ def last_position_offset(new_tokens: int, policy: str, chunk_tokens: int, beta: 
     return max((q - 1) * beta + chunk_tokens - 1, q * beta + m)
 
 
-def _sample(
+def sample_tokens(
     logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None
 ) -> torch.Tensor:
     """logits (B, V) float32 -> next token ids (B,)."""
@@ -545,4 +545,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-__all__ = ["POLICIES", "Engine", "GenerationConfig", "GenerationResult", "GenerationStats"]
+__all__ = [
+    "POLICIES",
+    "Engine",
+    "GenerationConfig",
+    "GenerationResult",
+    "GenerationStats",
+    "sample_tokens",
+]
