@@ -1,0 +1,346 @@
+"""Continuous batching: requests join and leave the running batch between decode steps.
+
+One worker thread owns the model and a `BatchKV`. Each loop:
+1. admit waiting jobs while the batch has room: each prompt is rendered, prefilled alone and
+   merged into the batch; its first token is sampled at once;
+2. drop rows that finished or whose client went away (their entries are freed now);
+3. one decode step for every row; rows whose open chunk just reached K tokens (policy `global`)
+   have the chunk rendered and encoded, feed its β page tokens as a forward on that row subset,
+   and evict the chunk's text: every stream meets its chunk boundaries on its own schedule;
+4. sample each row's next token (its own temperature, top_p and seeded generator) and hand the
+   new text to the job's `emit` callback.
+
+A job's events, in order: ("text", str)*, then ("done", finish_reason, usage, token_ids) or
+("error", message); "done" carries (finish_reason, usage dict, token ids). An exception while serving one job fails that job only; a failed batched
+forward fails the rows of that batch, and the worker goes on with the next jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from vist2.chunker import StreamingDecoder
+from vist2.engine import Engine, GenerationConfig, sample_tokens
+from vist2.layout import Segment, build_layout, collate_layouts
+from vist2.render import PageOverflowError
+from vist2.serve.kvbatch import BatchKV
+
+log = logging.getLogger("vist2.serve")
+
+
+class QueueFullError(Exception):
+    """The waiting queue holds `max_queue` jobs already (HTTP 429)."""
+
+
+@dataclass
+class Job:
+    """One request as the worker sees it (prompt already laid out by the HTTP handler)."""
+
+    segments: list[Segment]
+    page_texts: list[str]
+    prompt_tokens: int
+    config: GenerationConfig
+    emit: Callable[[tuple], None]
+    cancelled: bool = False  # set by the HTTP side when the client goes away
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass
+class _Stream:
+    """Book-keeping of one running row."""
+
+    job: Job
+    decoder: StreamingDecoder
+    next_pos: int  # position of the next token fed
+    chunk_pos: int  # position of the open chunk's first text token
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    chunk_text: str = ""
+    n_in_chunk: int = 0
+    pages: int = 0
+    visual_tokens: int = 0
+    peak_entries: int = 0
+    finish_reason: str | None = None
+
+    def usage(self) -> dict:
+        n = len(self.tokens)
+        return {
+            "prompt_tokens": self.job.prompt_tokens,
+            "completion_tokens": n,
+            "total_tokens": self.job.prompt_tokens + n,
+            "visual_tokens": self.visual_tokens,
+            "pages": self.pages,
+            "peak_cache_entries": self.peak_entries,
+        }
+
+
+@dataclass
+class BatcherStats:
+    """Counters the metrics endpoint reads (written by the worker thread only)."""
+
+    requests_done: int = 0
+    requests_failed: int = 0
+    requests_cancelled: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    pages_rendered: int = 0
+    steps: int = 0
+    compactions: int = 0
+    running: int = 0
+    cache_live_entries: int = 0
+    cache_allocated_entries: int = 0
+    peak_cache_live_entries: int = 0
+    peak_cache_allocated_entries: int = 0
+
+
+class Batcher:
+    """Runs the decode loop in a worker thread; `submit` is safe to call from any thread."""
+
+    def __init__(self, engine: Engine, max_batch: int = 64, max_queue: int = 256) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self.pending: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
+        self.kv = BatchKV(engine.model)
+        self.streams: list[_Stream] = []
+        self.stats = BatcherStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="vist2-batcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the worker after its current step (running jobs get an error event)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def submit(self, job: Job) -> None:
+        """Queue a job; `QueueFullError` if `max_queue` jobs wait already."""
+        try:
+            self.pending.put_nowait(job)
+        except queue.Full:
+            raise QueueFullError from None
+
+    @property
+    def queue_length(self) -> int:
+        return self.pending.qsize()
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self.streams:
+                try:
+                    job = self.pending.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                self._admit(job)
+            while len(self.streams) < self.max_batch:
+                try:
+                    self._admit(self.pending.get_nowait())
+                except queue.Empty:
+                    break
+            self._drop_finished()
+            if self.streams:
+                self.step()
+        for s in self.streams:
+            s.job.emit(("error", "the server stopped before this request finished"))
+        self.streams = []
+
+    def run_until_idle(self) -> None:
+        """Run the loop in the calling thread until no job runs or waits (tests, benchmarks)."""
+        while self.streams or not self.pending.empty():
+            while len(self.streams) < self.max_batch and not self.pending.empty():
+                self._admit(self.pending.get_nowait())
+            self._drop_finished()
+            if self.streams:
+                self.step()
+
+    @torch.inference_mode()
+    def _admit(self, job: Job) -> None:
+        """Prefill `job` alone, merge it into the batch and sample its first token."""
+        if job.cancelled:
+            self.stats.requests_cancelled += 1
+            return
+        engine, config = self.engine, job.config
+        try:
+            layout = build_layout(job.segments, engine.beta)
+            visual, _, _ = engine.encode_texts(job.page_texts)
+            batch = collate_layouts([layout], pad_id=engine.pad_id, padding_side="left")
+            logits = self.kv.add(batch, visual)  # [V]
+        except Exception as err:  # this request fails, the batch goes on
+            log.exception("prefill failed")
+            self.stats.requests_failed += 1
+            job.emit(("error", f"prefill failed: {err}"))
+            return
+        next_pos = int(layout.position_ids[-1]) + 1
+        generator = None
+        if config.seed is not None:
+            generator = torch.Generator(device=engine.device).manual_seed(config.seed)
+        stream = _Stream(job, StreamingDecoder(engine.tokenizer), next_pos, next_pos, generator)
+        stream.pages = len(job.page_texts)
+        stream.visual_tokens = stream.pages * engine.beta
+        self.stats.pages_rendered += stream.pages
+        self.stats.prompt_tokens += job.prompt_tokens
+        self.streams.append(stream)
+        self._track_cache()
+        self._accept(stream, logits[None])
+
+    def _drop_finished(self) -> None:
+        keep = []
+        for i, s in enumerate(self.streams):
+            if s.job.cancelled and s.finish_reason is None:
+                self.stats.requests_cancelled += 1
+                s.finish_reason = "cancelled"
+            if s.finish_reason is None:
+                keep.append(i)
+        if len(keep) < len(self.streams):
+            self.kv.drop(keep)
+            self.streams = [self.streams[i] for i in keep]
+        self.stats.running = len(self.streams)
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One decode step of every running row (with page feeds for rows at a boundary)."""
+        streams, device = self.streams, self.engine.device
+        global_ = torch.tensor([s.job.config.policy == "global" for s in streams], device=device)
+        try:
+            tokens = torch.tensor([s.tokens[-1] for s in streams], device=device)
+            positions = torch.tensor([s.next_pos for s in streams], device=device)
+            logits = self.kv.decode(tokens, positions, global_)  # [B, V]
+            for s in streams:
+                s.next_pos += 1
+            logits = self._boundaries(logits)
+        except Exception as err:
+            log.exception("decode step failed")
+            for s in streams:
+                s.job.emit(("error", f"decode step failed: {err}"))
+                s.finish_reason = "error"
+            self.stats.requests_failed += len(streams)
+            self.kv.drop([])
+            self.streams = []
+            return
+        self.stats.steps += 1
+        self._track_cache()
+        if self.kv.compact():
+            self.stats.compactions += 1
+        for i, s in enumerate(streams):
+            if s.finish_reason is None:
+                self._accept(s, logits[i : i + 1])
+
+    def _boundaries(self, logits: torch.Tensor) -> torch.Tensor:
+        """Rows whose open chunk holds K tokens: render + encode it, feed its page, evict its
+        text. Returns `logits` with those rows' next-token logits replaced."""
+        k, beta = self.engine.chunk_tokens, self.engine.beta
+        due = [
+            i
+            for i, s in enumerate(self.streams)
+            if s.job.config.policy == "global" and s.n_in_chunk == k
+        ]
+        if not due:
+            return logits
+        due, visual = self._encode_pages(due)
+        if not due:
+            return logits
+        device = logits.device
+        rows = torch.tensor(due, device=device)
+        starts = torch.tensor([self.streams[i].chunk_pos for i in due], device=device)
+        positions = starts[:, None] + torch.arange(beta, device=device)  # [R, β]
+        page_logits = self.kv.visual(rows, positions, visual)  # [R, V]
+        self._track_cache()  # the peak: chunk text + its page
+        self.kv.evict_open(rows)
+        logits[rows] = page_logits
+        for i in due:
+            s = self.streams[i]
+            s.chunk_pos += beta
+            s.next_pos = s.chunk_pos
+            s.n_in_chunk, s.chunk_text = 0, ""
+            s.pages += 1
+            s.visual_tokens += beta
+        self.stats.pages_rendered += len(due)
+        return logits
+
+    def _encode_pages(self, due: list[int]) -> tuple[list[int], torch.Tensor | None]:
+        """Pages of the open chunks of rows `due`; a row whose text overflows a page stops there
+        (finish reason "length", as `Engine` does) and leaves `due`."""
+        texts = [self.streams[i].chunk_text for i in due]
+        try:
+            visual, _, _ = self.engine.encode_texts(texts)
+            return due, visual
+        except PageOverflowError:
+            pass
+        kept, pages = [], []
+        for i, text in zip(due, texts, strict=True):
+            try:
+                pages.append(self.engine.encode_texts([text])[0])
+                kept.append(i)
+            except PageOverflowError:
+                self._finish(self.streams[i], "length")
+        return kept, torch.cat(pages) if pages else None
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def _accept(self, s: _Stream, logits: torch.Tensor) -> None:
+        """Sample the next token of stream `s` from logits (1, V), emit its text, check stops."""
+        config = s.job.config
+        try:
+            token = int(sample_tokens(logits, config, s.generator)[0])
+        except Exception as err:
+            log.exception("sampling failed")
+            s.finish_reason = "error"
+            self.stats.requests_failed += 1
+            s.job.emit(("error", f"sampling failed: {err}"))
+            return
+        s.tokens.append(token)
+        s.n_in_chunk += 1
+        self.stats.generated_tokens += 1
+        delta = s.decoder.step(token)
+        s.chunk_text += delta
+        if config.stop_on_eos and token in self.engine.stop_ids:
+            return self._finish(s, "stop")
+        if config.stop_strings and delta:
+            full = s.text + delta
+            since = max(0, len(s.text) - max(len(x) for x in config.stop_strings) + 1)
+            hits = [i for i in (full.find(x, since) for x in config.stop_strings) if i >= 0]
+            if hits:
+                cut = min(hits)
+                if cut > len(s.text):
+                    s.job.emit(("text", full[len(s.text) : cut]))
+                s.text = full[:cut]
+                return self._finish(s, "stop")
+        s.text += delta
+        if delta:
+            s.job.emit(("text", delta))
+        if len(s.tokens) >= config.max_new_tokens:
+            self._finish(s, "length")
+
+    def _finish(self, s: _Stream, reason: str) -> None:
+        s.finish_reason = reason
+        self.stats.requests_done += 1
+        s.job.emit(("done", reason, s.usage(), list(s.tokens)))
+
+    def _track_cache(self) -> None:
+        live = self.kv.live().tolist()
+        for s, n in zip(self.streams, live, strict=True):
+            s.peak_entries = max(s.peak_entries, int(n))
+        st = self.stats
+        st.cache_live_entries = int(sum(live))
+        st.cache_allocated_entries = self.kv.allocated_entries()
+        st.peak_cache_live_entries = max(st.peak_cache_live_entries, st.cache_live_entries)
+        st.peak_cache_allocated_entries = max(
+            st.peak_cache_allocated_entries, st.cache_allocated_entries
+        )
