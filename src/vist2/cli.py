@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vist2.training.cli import add_commands
 
     add_commands(sub)  # vist2 train, vist2 plot
+    from vist2.serve.cli import add_bench_serve, add_serve_command
+
+    add_serve_command(sub)  # vist2 serve
 
     bench = sub.add_parser(
         "bench", help="benchmarks: efficiency (policies side by side), render"
@@ -349,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # its options belong to vist2.bench.render (`vist2 bench render -h` shows them)
     p.set_defaults(func=cmd_bench_render, passthrough=True)
+    add_bench_serve(bench)  # vist2 bench serve (the server's load test)
     return parser
 
 

@@ -211,6 +211,8 @@ class Batcher:
         if len(keep) < len(self.streams):
             self.kv.drop(keep)
             self.streams = [self.streams[i] for i in keep]
+            self.stats.cache_live_entries = int(self.kv.live().sum())
+            self.stats.cache_allocated_entries = self.kv.allocated_entries()
         self.stats.running = len(self.streams)
 
     @torch.inference_mode()
