@@ -65,6 +65,7 @@ class _Stream:
     generator: torch.Generator | None
     tokens: list[int] = field(default_factory=list)
     text: str = ""
+    emitted: int = 0  # characters of `text` handed to the client so far
     chunk_text: str = ""
     n_in_chunk: int = 0
     pages: int = 0
@@ -319,18 +320,24 @@ class Batcher:
             since = max(0, len(s.text) - max(len(x) for x in config.stop_strings) + 1)
             hits = [i for i in (full.find(x, since) for x in config.stop_strings) if i >= 0]
             if hits:
-                cut = min(hits)
-                if cut > len(s.text):
-                    s.job.emit(("text", full[len(s.text) : cut]))
-                s.text = full[:cut]
+                s.text = full[: min(hits)]
                 return self._finish(s, "stop")
         s.text += delta
-        if delta:
-            s.job.emit(("text", delta))
         if len(s.tokens) >= config.max_new_tokens:
-            self._finish(s, "length")
+            return self._finish(s, "length")
+        # hold back what could still be the start of a stop string: streamed text is never
+        # taken back, so the stream and the final text agree
+        hold = max((len(x) - 1 for x in config.stop_strings), default=0)
+        self._flush(s, len(s.text) - hold)
+
+    def _flush(self, s: _Stream, upto: int) -> None:
+        """Emit the text of `s` up to character `upto` that was not emitted yet."""
+        if upto > s.emitted:
+            s.job.emit(("text", s.text[s.emitted : upto]))
+            s.emitted = upto
 
     def _finish(self, s: _Stream, reason: str) -> None:
+        self._flush(s, len(s.text))
         s.finish_reason = reason
         self.stats.requests_done += 1
         s.job.emit(("done", reason, s.usage(), list(s.tokens)))
