@@ -198,6 +198,7 @@ class Batcher:
         self.stats.pages_rendered += stream.pages
         self.stats.prompt_tokens += job.prompt_tokens
         self.streams.append(stream)
+        self.stats.running = len(self.streams)
         self._track_cache()
         self._accept(stream, logits[None])
 
