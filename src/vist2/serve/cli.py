@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vist2.errors import Vist2Error
 
-SERVE_DEPS = ("fastapi", "uvicorn")
+SERVE_DEPS = ("fastapi", "uvicorn", "prometheus_client")
 LOADTEST_DEPS = ("fastapi", "uvicorn", "openai", "httpx")
 
 
