@@ -1,13 +1,12 @@
-"""Fixtures of the server tests: a tiny engine (K=8, β=4) and a live server on a loopback port."""
+"""Helpers of the server tests: a tiny engine (K=8, β=4) and a live server on a loopback port."""
 
 import socket
 import threading
 import time
 
-import pytest
 import torch
-
 from conftest import tiny_config
+
 from vist2.engine import Engine
 from vist2.loading import load_tokenizer, tiny_tokenizer_path
 
@@ -19,11 +18,6 @@ def make_engine() -> Engine:
 
     torch.manual_seed(0)
     return Engine(VIST2Model(tiny_config()).eval(), load_tokenizer(tiny_tokenizer_path()))
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    return make_engine()
 
 
 def free_port() -> int:
@@ -64,9 +58,3 @@ def serve(engine: Engine, **kwargs) -> LiveServer:
 
     kwargs.setdefault("max_prompt_tokens", 400)
     return LiveServer(create_app(engine, MODEL, **kwargs))
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    with serve(engine) as live:
-        yield live

@@ -7,9 +7,21 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from serve_helpers import MODEL, engine, serve, server  # noqa: F401  (fixtures)
+from serve_helpers import MODEL, make_engine, serve
 
 from vist2.engine import GenerationConfig
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return make_engine()
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    with serve(engine) as live:
+        yield live
+
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
 
@@ -34,8 +46,13 @@ def test_models_health_and_metrics(server):
     assert [m.id for m in models.data] == [MODEL]
     assert httpx.get(server.url + "/health").json()["status"] == "ok"
     text = httpx.get(server.url + "/metrics").text
-    for name in ("vist2_generated_tokens_total", "vist2_queue_length", "vist2_cache_live_entries",
-                 "vist2_pages_rendered_total", "vist2_http_responses_total"):  # fmt: skip
+    for name in (
+        "vist2_generated_tokens_total",
+        "vist2_queue_length",
+        "vist2_cache_live_entries",
+        "vist2_pages_rendered_total",
+        "vist2_http_responses_total",
+    ):
         assert name in text
 
 
@@ -81,7 +98,9 @@ def test_openai_client_streaming_and_not_agree_with_the_engine(server, engine):
     assert whole.usage.completion_tokens == 20
 
     text = c.completions.create(prompt=PROMPT, **kw)
-    assert text.choices[0].text == engine.generate(PROMPT, max_new_tokens=20, stop_on_eos=False).text
+    assert (
+        text.choices[0].text == engine.generate(PROMPT, max_new_tokens=20, stop_on_eos=False).text
+    )
 
 
 def test_concurrent_streams_give_the_tokens_they_give_alone(server, engine):
@@ -93,9 +112,13 @@ def test_concurrent_streams_give_the_tokens_they_give_alone(server, engine):
     def run(i: int) -> str:
         time.sleep(0.05 * i)  # staggered joins
         stream = c.completions.create(
-            model=MODEL, prompt=prompts[i], max_tokens=lengths[i], temperature=0, stream=True,
+            model=MODEL,
+            prompt=prompts[i],
+            max_tokens=lengths[i],
+            temperature=0,
+            stream=True,
             extra_body={"ignore_eos": True, "policy": policies[i]},
-        )  # fmt: skip
+        )
         return "".join(ch.choices[0].text for ch in stream if ch.choices)
 
     with ThreadPoolExecutor(len(prompts)) as pool:
@@ -164,8 +187,13 @@ def test_a_client_that_disconnects_frees_its_row(server):
 def test_a_full_queue_answers_429(engine):
     with serve(engine, max_batch=1, max_queue=1) as live:
         c = client(live)
-        long = dict(model=MODEL, prompt=PROMPT, max_tokens=3000, stream=True,
-                    extra_body={"ignore_eos": True})  # fmt: skip
+        long = dict(
+            model=MODEL,
+            prompt=PROMPT,
+            max_tokens=3000,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
         running = c.completions.create(**long)
         next(iter(running))  # admitted: the single row is taken
         waiting = c.completions.create(**long)  # waits in the queue (the response is open)

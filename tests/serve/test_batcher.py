@@ -3,12 +3,19 @@
 import time
 
 import pytest
-from serve_helpers import engine  # noqa: F401  (fixture)
+from serve_helpers import make_engine
 
 from vist2.engine import GenerationConfig
 from vist2.serve.batcher import Batcher, Job, QueueFullError
 
 K, BETA = 8, 4
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return make_engine()
+
+
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
 PROMPTS = [PROMPT, "Short one.", PROMPT[:40] + " and some more words", PROMPT * 2, "Hello there"]
 
@@ -159,4 +166,7 @@ def test_the_worker_thread_serves_jobs_and_stops(engine):
             time.sleep(0.01)
     finally:
         batcher.stop(timeout=10)
-    assert done(events)[3] == engine.generate(PROMPT, max_new_tokens=K + 2, stop_on_eos=False).token_ids
+    assert (
+        done(events)[3]
+        == engine.generate(PROMPT, max_new_tokens=K + 2, stop_on_eos=False).token_ids
+    )

@@ -51,8 +51,18 @@ def test_sigterm_finishes_the_streams_in_flight_then_exits(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "vist2.cli", "serve", "--model", str(tmp_path / "m"),
-           "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vist2.cli",
+        "serve",
+        "--model",
+        str(tmp_path / "m"),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for _ in range(600):
@@ -61,8 +71,14 @@ def test_sigterm_finishes_the_streams_in_flight_then_exits(tmp_path):
                     break
             except httpx.ConnectError:
                 time.sleep(0.1)
-        body = {"model": "m", "prompt": PROMPT, "max_tokens": 300, "stream": True,
-                "ignore_eos": True, "stream_options": {"include_usage": True}}  # fmt: skip
+        body = {
+            "model": "m",
+            "prompt": PROMPT,
+            "max_tokens": 300,
+            "stream": True,
+            "ignore_eos": True,
+            "stream_options": {"include_usage": True},
+        }
         with httpx.stream("POST", url + "/v1/completions", json=body, timeout=120) as resp:
             lines = resp.iter_lines()
             first = next(line for line in lines if line)

@@ -17,6 +17,7 @@ Notable:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from contextlib import asynccontextmanager
@@ -33,7 +34,6 @@ from vist2.layout import TextSegment, build_layout
 from vist2.serve import protocol as P
 from vist2.serve.batcher import Batcher, Job, QueueFullError
 from vist2.serve.metrics import ServerMetrics
-
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
 
@@ -107,8 +107,12 @@ def create_app(
 
     async def _serve(request: Request, body, kind: str):
         if body.model != model_name:
-            raise APIError(404, f"model {body.model!r} does not exist; this server has {model_name!r}",
-                           param="model", code="model_not_found")  # fmt: skip
+            raise APIError(
+                404,
+                f"model {body.model!r} does not exist; this server has {model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
         try:
             prepared = await run_in_threadpool(_prepare, engine, body, kind, policy, limits)
         except Vist2Error as err:
@@ -118,8 +122,12 @@ def create_app(
         try:
             batcher.submit(job)
         except QueueFullError:
-            raise APIError(429, f"the server queue is full ({max_queue} waiting); retry later",
-                           kind="rate_limit_error", code="queue_full") from None  # fmt: skip
+            raise APIError(
+                429,
+                f"the server queue is full ({max_queue} waiting); retry later",
+                kind="rate_limit_error",
+                code="queue_full",
+            ) from None
         rid = P.new_id("chatcmpl" if kind == "chat" else "cmpl")
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -215,10 +223,8 @@ def _bridge(loop: asyncio.AbstractEventLoop, events: asyncio.Queue):
     """An `emit` for the worker thread: puts events on the request's asyncio queue."""
 
     def emit(event: tuple) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone (shutting down)
             loop.call_soon_threadsafe(events.put_nowait, event)
-        except RuntimeError:  # the event loop is gone (server shutting down)
-            pass
 
     return emit
 

@@ -40,7 +40,9 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as err:
-            raise Vist2Error(f"cannot listen on {host}:{port}: {err.strerror}; pick another --port")
+            raise Vist2Error(
+                f"cannot listen on {host}:{port}: {err.strerror}; pick another --port"
+            ) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -66,7 +68,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_prompt_tokens=args.max_prompt_tokens,
         default_max_tokens=args.default_max_tokens,
     )
-    print(f"vist2 serve: model {name!r} (policy {args.policy}) on http://{args.host}:{args.port}/v1")
+    print(
+        f"vist2 serve: model {name!r} (policy {args.policy}) on http://{args.host}:{args.port}/v1"
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -90,8 +94,12 @@ def add_serve_command(sub) -> None:
     p.add_argument("--max-batch", type=_positive, default=64, help="rows in the running batch")
     p.add_argument("--max-queue", type=_positive, default=256, help="waiting requests (then 429)")
     p.add_argument("--max-prompt-tokens", type=_positive, default=32768)
-    p.add_argument("--default-max-tokens", type=_positive, default=256,
-                   help="max_tokens of a chat request that gives none")  # fmt: skip
+    p.add_argument(
+        "--default-max-tokens",
+        type=_positive,
+        default=256,
+        help="max_tokens of a chat request that gives none",
+    )
     p.add_argument("--served-model-name", help="the `model` clients send (default: dir name)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
@@ -106,12 +114,18 @@ def add_bench_serve(bench) -> None:
     p.add_argument("--url", help="use a running server instead, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--out", required=True, help="results directory (JSON + PNG)")
     p.add_argument("--streams", type=_positive, default=64, help="concurrent clients")
-    p.add_argument("--requests", type=_positive, help="requests in the busy phase (default 2x streams)")
+    p.add_argument(
+        "--requests", type=_positive, help="requests in the busy phase (default 2x streams)"
+    )
     p.add_argument("--max-tokens", type=_positive, default=128)
     p.add_argument("--prompts", type=_positive, default=8, help="distinct prompts (greedy refs)")
     p.add_argument("--policy", default="global")
     p.add_argument("--duration", type=float, default=300.0, help="stop launching after this (s)")
-    p.add_argument("--memory-tokens", type=int, default=0,
-                   help="also run 8 streams of this many tokens under global and none (0 = skip)")  # fmt: skip
+    p.add_argument(
+        "--memory-tokens",
+        type=int,
+        default=0,
+        help="also run 8 streams of this many tokens under global and none (0 = skip)",
+    )
     p.add_argument("--memory-streams", type=_positive, default=8)
     p.set_defaults(func=cmd_bench_serve)

@@ -48,7 +48,9 @@ class BatchKV:
 
     def __init__(self, model, min_dead: int = 16) -> None:
         self.model = model
-        self.min_dead = min_dead  # compact once this many (and >= 1/4 of the width) columns are dead
+        self.min_dead = (
+            min_dead  # compact once this many (and >= 1/4 of the width) columns are dead
+        )
         self.cache: DynamicCache | None = None
         self.valid = torch.zeros(0, 0, dtype=torch.bool)  # [B, S]
         self.open = torch.zeros(0, 0, dtype=torch.bool)  # [B, S]

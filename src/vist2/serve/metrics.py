@@ -45,7 +45,9 @@ class _BatcherCollector:
             yield GaugeMetricFamily(f"vist2_{name}", doc, value=getattr(stats, attr))
             if name.startswith("cache_"):
                 bytes_name = f"vist2_{name.removesuffix('_entries')}_bytes"
-                yield GaugeMetricFamily(bytes_name, doc + " (bytes)", getattr(stats, attr) * per_entry)
+                yield GaugeMetricFamily(
+                    bytes_name, doc + " (bytes)", getattr(stats, attr) * per_entry
+                )
         yield GaugeMetricFamily(
             "vist2_queue_length", "requests waiting for a row", value=self.batcher.queue_length
         )
