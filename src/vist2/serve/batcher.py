@@ -241,9 +241,11 @@ class Batcher:
         self._track_cache()
         if self.kv.compact():
             self.stats.compactions += 1
+        greedy = logits.argmax(dim=-1).tolist()  # [B]: one call serves every greedy row
         for i, s in enumerate(streams):
             if s.finish_reason is None:
-                self._accept(s, logits[i : i + 1])
+                token = greedy[i] if s.job.config.temperature == 0 else None
+                self._accept(s, logits[i : i + 1], token)
 
     def _boundaries(self, logits: torch.Tensor) -> torch.Tensor:
         """Rows whose open chunk holds K tokens: render + encode it, feed its page, evict its
@@ -297,11 +299,13 @@ class Batcher:
 
     # -- tokens ----------------------------------------------------------------------------------
 
-    def _accept(self, s: _Stream, logits: torch.Tensor) -> None:
-        """Sample the next token of stream `s` from logits (1, V), emit its text, check stops."""
+    def _accept(self, s: _Stream, logits: torch.Tensor, token: int | None = None) -> None:
+        """Sample the next token of stream `s` from logits (1, V) (unless `token` is given), emit
+        its text, check stops."""
         config = s.job.config
         try:
-            token = int(sample_tokens(logits, config, s.generator)[0])
+            if token is None:
+                token = int(sample_tokens(logits, config, s.generator)[0])
         except Exception as err:
             log.exception("sampling failed")
             s.finish_reason = "error"
