@@ -202,3 +202,23 @@ def test_a_full_queue_answers_429(engine):
             c.completions.create(model=MODEL, prompt="Hi", max_tokens=2)
         running.close()
         waiting.close()
+
+
+def test_a_conversation_keeps_earlier_turns_as_template_text(server, engine):
+    c = client(server)
+    kw = dict(model=MODEL, max_tokens=10, temperature=0, extra_body={"ignore_eos": True})
+    one = c.chat.completions.create(messages=[{"role": "user", "content": PROMPT}], **kw)
+    turns = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": PROMPT},
+    ]
+    many = c.chat.completions.create(messages=turns, **kw)
+    text = engine.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    n_whole = len(engine.tokenizer(text, add_special_tokens=False)["input_ids"])
+    # the template around the query and the query are tokenized apart: the two cuts may merge
+    # differently than one tokenization of the whole conversation
+    assert abs(many.usage.prompt_tokens - n_whole) <= 2
+    assert many.usage.prompt_tokens > one.usage.prompt_tokens
+    assert many.usage.pages == one.usage.pages  # the query is paged the same way
