@@ -21,7 +21,7 @@ import contextlib
 import json
 import time
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -47,6 +47,17 @@ class APIError(Exception):
         self.param, self.code = kw.get("param"), kw.get("code")
 
 
+@dataclass
+class _Served:
+    """What a request handler needs of the server."""
+
+    engine: Engine
+    batcher: Batcher
+    model_name: str
+    policy: str
+    limits: dict
+
+
 def create_app(
     engine: Engine,
     model_name: str,
@@ -60,6 +71,7 @@ def create_app(
     batcher = Batcher(engine, max_batch=max_batch, max_queue=max_queue)
     metrics = ServerMetrics(batcher)
     limits = dict(max_prompt_tokens=max_prompt_tokens, default_max_tokens=default_max_tokens)
+    server = _Served(engine, batcher, model_name, policy, limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -98,47 +110,52 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await _parse(request, P.ChatCompletionRequest)
-        return await _serve(request, body, "chat")
+        return await _serve(server, request, body, "chat")
 
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await _parse(request, P.CompletionRequest)
-        return await _serve(request, body, "text")
-
-    async def _serve(request: Request, body, kind: str):
-        if body.model != model_name:
-            raise APIError(
-                404,
-                f"model {body.model!r} does not exist; this server has {model_name!r}",
-                param="model",
-                code="model_not_found",
-            )
-        try:
-            prepared = await run_in_threadpool(_prepare, engine, body, kind, policy, limits)
-        except Vist2Error as err:
-            raise APIError(400, str(err)) from None
-        events: asyncio.Queue = asyncio.Queue()
-        job = Job(*prepared, emit=_bridge(asyncio.get_running_loop(), events))
-        try:
-            batcher.submit(job)
-        except QueueFullError:
-            raise APIError(
-                429,
-                f"the server queue is full ({max_queue} waiting); retry later",
-                kind="rate_limit_error",
-                code="queue_full",
-            ) from None
-        rid = P.new_id("chatcmpl" if kind == "chat" else "cmpl")
-        if body.stream:
-            usage = bool(body.stream_options and body.stream_options.include_usage)
-            sse = _sse(job, events, kind, rid, model_name, usage)
-            headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-            return StreamingResponse(sse, media_type="text/event-stream", headers=headers)
-        text, finish, usage = await _collect(request, job, events)
-        make = P.chat_response if kind == "chat" else P.completion_response
-        return make(rid, model_name, text, finish, usage)
+        return await _serve(server, request, body, "text")
 
     return app
+
+
+async def _serve(server: _Served, request: Request, body, kind: str):
+    """Validate, queue and answer one completion request (streamed or not)."""
+    engine, batcher, model_name = server.engine, server.batcher, server.model_name
+    if body.model != model_name:
+        raise APIError(
+            404,
+            f"model {body.model!r} does not exist; this server has {model_name!r}",
+            param="model",
+            code="model_not_found",
+        )
+    try:
+        prepared = await run_in_threadpool(
+            _prepare, engine, body, kind, server.policy, server.limits
+        )
+    except Vist2Error as err:
+        raise APIError(400, str(err)) from None
+    events: asyncio.Queue = asyncio.Queue()
+    job = Job(*prepared, emit=_bridge(asyncio.get_running_loop(), events))
+    try:
+        batcher.submit(job)
+    except QueueFullError:
+        raise APIError(
+            429,
+            f"the server queue is full ({batcher.pending.maxsize} waiting); retry later",
+            kind="rate_limit_error",
+            code="queue_full",
+        ) from None
+    rid = P.new_id("chatcmpl" if kind == "chat" else "cmpl")
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        sse = _sse(job, events, kind, rid, model_name, usage)
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(sse, media_type="text/event-stream", headers=headers)
+    text, finish, usage = await _collect(request, job, events)
+    make = P.chat_response if kind == "chat" else P.completion_response
+    return make(rid, model_name, text, finish, usage)
 
 
 async def _parse(request: Request, model):

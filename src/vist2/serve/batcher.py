@@ -10,9 +10,11 @@ One worker thread owns the model and a `BatchKV`. Each loop:
 4. sample each row's next token (its own temperature, top_p and seeded generator) and hand the
    new text to the job's `emit` callback.
 
-A job's events, in order: ("text", str)*, then ("done", finish_reason, usage, token_ids) or
-("error", message); "done" carries (finish_reason, usage dict, token ids). An exception while serving one job fails that job only; a failed batched
-forward fails the rows of that batch, and the worker goes on with the next jobs.
+A job's events, in order: ("text", str)*, then ("done", finish_reason, usage dict, token ids) or
+("error", message). An exception while serving one job (its prefill, its page, its sampling) fails
+that job only; a failed batched forward fails the rows of that batch, and the worker goes on with
+the next jobs. Text that could still be the start of a stop string is held back, so what was
+streamed is never taken back.
 """
 
 from __future__ import annotations
