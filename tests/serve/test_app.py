@@ -222,3 +222,25 @@ def test_a_conversation_keeps_earlier_turns_as_template_text(server, engine):
     assert abs(many.usage.prompt_tokens - n_whole) <= 2
     assert many.usage.prompt_tokens > one.usage.prompt_tokens
     assert many.usage.pages == one.usage.pages  # the query is paged the same way
+
+
+def test_an_unexpected_error_is_a_500_with_an_openai_body_and_the_server_goes_on(
+    server, monkeypatch
+):
+    from vist2.serve import app as app_module
+
+    def broken(*args):
+        raise RuntimeError("injected bug")
+
+    monkeypatch.setattr(app_module, "_prepare", broken)
+    resp = httpx.post(server.url + "/v1/completions", json={"model": MODEL, "prompt": "Hi"})
+    assert resp.status_code == 500
+    assert resp.json()["error"] == {
+        "message": "internal error: injected bug",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+    monkeypatch.undo()
+    ok = client(server).completions.create(model=MODEL, prompt="Hi", max_tokens=3)
+    assert ok.choices[0].finish_reason in ("length", "stop")

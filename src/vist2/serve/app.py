@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -35,6 +36,7 @@ from vist2.serve import protocol as P
 from vist2.serve.batcher import Batcher, Job, QueueFullError
 from vist2.serve.metrics import ServerMetrics
 
+log = logging.getLogger("vist2.serve")
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
 
 
@@ -85,6 +87,11 @@ def create_app(
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError) -> JSONResponse:
         return JSONResponse(P.error_body(err.message, err.kind, err.param, err.code), err.status)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, err: Exception) -> JSONResponse:
+        log.exception("request failed")  # a bug: this request fails, the server goes on
+        return JSONResponse(P.error_body(f"internal error: {err}", "server_error"), 500)
 
     @app.middleware("http")
     async def _count(request: Request, call_next):
