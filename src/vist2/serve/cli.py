@@ -109,6 +109,8 @@ def add_serve_command(sub) -> None:
 
 def add_bench_serve(bench) -> None:
     """Register `vist2 bench serve` (the load test) on the bench sub-parsers."""
+    from vist2.engine import POLICIES
+
     p = bench.add_parser("serve", help="load test: N concurrent streaming openai clients")
     p.add_argument("--model", help="model directory to serve (a server on a free loopback port)")
     p.add_argument("--url", help="use a running server instead, e.g. http://127.0.0.1:8000/v1")
@@ -119,7 +121,8 @@ def add_bench_serve(bench) -> None:
     )
     p.add_argument("--max-tokens", type=_positive, default=128)
     p.add_argument("--prompts", type=_positive, default=8, help="distinct prompts (greedy refs)")
-    p.add_argument("--policy", default="global")
+    p.add_argument("--policy", default="global", choices=POLICIES, help="policy of the requests")
+    p.add_argument("--text", help="UTF-8 text to cut prompts from (default: ../shared Moby-Dick)")
     p.add_argument("--duration", type=float, default=300.0, help="stop launching after this (s)")
     p.add_argument(
         "--memory-tokens",

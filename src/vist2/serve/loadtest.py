@@ -60,10 +60,21 @@ class Outcome:
     usage: dict = field(default_factory=dict)
 
 
+def prompt_source(path: str | None) -> tuple[str, str]:
+    """(text, where it came from): `path`, else ../shared's Moby-Dick, else a built-in passage."""
+    if path is not None:
+        from vist2.cli import read_text_file
+
+        return read_text_file(path), str(path)
+    if DEFAULT_TEXT.is_file():
+        return DEFAULT_TEXT.read_text("utf-8"), str(DEFAULT_TEXT)
+    return FALLBACK_TEXT, "built-in passage (Pride and Prejudice, opening lines, repeated)"
+
+
 def make_prompts(n: int, text: str | None = None) -> list[str]:
     """n distinct prompts of growing length (about 20 to 200 words) cut from a text."""
     if text is None:
-        text = DEFAULT_TEXT.read_text("utf-8") if DEFAULT_TEXT.is_file() else FALLBACK_TEXT
+        text = prompt_source(None)[0]
     words = text.split()
     prompts = []
     for i in range(n):
@@ -276,7 +287,8 @@ def memory_phase(url: str, model: str, prompts: list[str], streams: int, tokens:
 def run_loadtest(url: str, args) -> dict:
     """All phases against the server at `url` (…/v1); returns the report."""
     model = httpx.get(url + "/models", timeout=10).json()["data"][0]["id"]
-    prompts = make_prompts(args.prompts)
+    text, source = prompt_source(args.text)
+    prompts = make_prompts(args.prompts, text)
     order = list(range(len(prompts)))
     alone, _ = asyncio.run(
         run_phase(url, model, prompts, order, 1, args.max_tokens, args.policy, 1e9, "alone")
@@ -303,6 +315,7 @@ def run_loadtest(url: str, args) -> dict:
         "max_tokens": args.max_tokens,
         "policy": args.policy,
         "prompts": len(prompts),
+        "prompt_text": source,
         "alone": summarize(alone, None),
         "busy": summarize(busy, refs),
         "not_sent_by_time_bound": n_busy - len(busy),
