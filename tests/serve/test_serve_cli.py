@@ -74,7 +74,7 @@ def test_sigterm_finishes_the_streams_in_flight_then_exits(tmp_path):
         body = {
             "model": "m",
             "prompt": PROMPT,
-            "max_tokens": 300,
+            "max_tokens": 2000,
             "stream": True,
             "ignore_eos": True,
             "stream_options": {"include_usage": True},
@@ -83,11 +83,20 @@ def test_sigterm_finishes_the_streams_in_flight_then_exits(tmp_path):
             lines = resp.iter_lines()
             first = next(line for line in lines if line)
             proc.send_signal(signal.SIGTERM)  # mid-stream
+            refused = False
+            for _ in range(100):  # new connections are refused while the stream goes on
+                try:
+                    httpx.get(url + "/health", timeout=1)
+                except httpx.TransportError:
+                    refused = True
+                    break
+                time.sleep(0.05)
             rest = [line for line in lines if line]
+        assert refused
         assert first.startswith("data: ")
         assert rest[-1] == "data: [DONE]"
         usage = json.loads(rest[-2].removeprefix("data: "))["usage"]
-        assert usage["completion_tokens"] == 300
+        assert usage["completion_tokens"] == 2000
         # uvicorn re-raises the signal once it has shut down gracefully
         assert proc.wait(60) in (0, -signal.SIGTERM)
         assert b"Traceback" not in proc.stderr.read()
