@@ -244,3 +244,13 @@ def test_an_unexpected_error_is_a_500_with_an_openai_body_and_the_server_goes_on
     monkeypatch.undo()
     ok = client(server).completions.create(model=MODEL, prompt="Hi", max_tokens=3)
     assert ok.choices[0].finish_reason in ("length", "stop")
+
+
+def test_a_non_streaming_client_that_gives_up_frees_its_row(server):
+    batcher = server.app.state.batcher
+    cancelled = batcher.stats.requests_cancelled
+    body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 3000, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/completions", json=body, timeout=1.0)
+    assert wait_for(lambda: batcher.stats.running == 0 and batcher.kv.rows == 0)
+    assert batcher.stats.requests_cancelled == cancelled + 1

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import time
+import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -47,6 +48,31 @@ class APIError(Exception):
         super().__init__(message)
         self.status, self.message, self.kind = status, message, kind
         self.param, self.code = kw.get("param"), kw.get("code")
+
+
+class _CountResponses:
+    """Pure ASGI middleware counting responses by route and status (Starlette's
+    BaseHTTPMiddleware would hide client disconnects from `Request.is_disconnected`)."""
+
+    def __init__(self, app, metrics: ServerMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500
+
+        async def send_and_note(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            path = scope["path"]
+            self.metrics.http(path if path in ROUTES else "other", status)
 
 
 @dataclass
@@ -93,12 +119,7 @@ def create_app(
         log.exception("request failed")  # a bug: this request fails, the server goes on
         return JSONResponse(P.error_body(f"internal error: {err}", "server_error"), 500)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next):
-        response = await call_next(request)
-        path = request.url.path
-        metrics.http(path if path in ROUTES else "other", response.status_code)
-        return response
+    app.add_middleware(_CountResponses, metrics=metrics)
 
     @app.get("/health")
     async def health() -> dict:
@@ -158,6 +179,9 @@ async def _serve(server: _Served, request: Request, body, kind: str):
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
         sse = _sse(job, events, kind, rid, model_name, usage)
+        # a client that leaves before the stream's first chunk never starts the generator (its
+        # `finally` would not run): dropping the response cancels the job all the same
+        weakref.finalize(sse, job.cancel)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(sse, media_type="text/event-stream", headers=headers)
     text, finish, usage = await _collect(request, job, events)
@@ -294,13 +318,18 @@ async def _sse(job: Job, events: asyncio.Queue, kind: str, rid: str, model: str,
 async def _collect(request: Request, job: Job, events: asyncio.Queue) -> tuple[str, str, dict]:
     """Wait for a non-streamed job; cancel it if the client disconnects meanwhile."""
     parts = []
+    checked = time.monotonic()
     try:
         while True:
             try:
                 event = await asyncio.wait_for(events.get(), timeout=0.25)
             except TimeoutError:
+                event = None
+            if time.monotonic() - checked > 0.25:  # events may never pause: check by the clock
+                checked = time.monotonic()
                 if await request.is_disconnected():
-                    raise APIError(499, "client disconnected") from None
+                    raise APIError(499, "client disconnected")
+            if event is None:
                 continue
             if event[0] == "text":
                 parts.append(event[1])
