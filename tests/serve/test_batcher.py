@@ -28,7 +28,7 @@ def job(engine, prompt: str, events: list, **config) -> Job:
 
 def admit(batcher: Batcher, j: Job) -> None:
     batcher.submit(j)
-    batcher._admit(batcher.pending.get_nowait())
+    batcher._admit_waiting()
 
 
 def done(events: list) -> tuple:
@@ -65,6 +65,24 @@ def test_streams_joining_a_busy_batch_give_the_tokens_they_give_alone(engine):
         assert finish == "length"
         assert usage["pages"] == alone.stats.pages
         assert usage["peak_cache_entries"] == alone.stats.peak_cache_entries
+
+
+@pytest.mark.parametrize("prefill_slots", [16384, 150])  # one prefill of all; groups of ~2
+def test_jobs_admitted_together_are_prefilled_together_and_stay_exact(engine, prefill_slots):
+    batcher = Batcher(engine, max_batch=8, prefill_slots=prefill_slots)
+    events = [[] for _ in PROMPTS]
+    jobs = [
+        job(engine, p, ev, max_new_tokens=2 * K + 3) for p, ev in zip(PROMPTS, events, strict=True)
+    ]
+    for j in jobs:
+        batcher.submit(j)
+    batcher._admit_waiting()
+    assert batcher.kv.rows == len(PROMPTS)
+    batcher.run_until_idle()
+    for prompt, ev, j in zip(PROMPTS, events, jobs, strict=True):
+        alone = engine.generate(prompt, j.config)
+        assert done(ev)[3] == alone.token_ids
+        assert done(ev)[2]["peak_cache_entries"] == alone.stats.peak_cache_entries
 
 
 def test_compaction_frees_the_evicted_columns(engine):

@@ -1,8 +1,9 @@
 """Continuous batching: requests join and leave the running batch between decode steps.
 
 One worker thread owns the model and a `BatchKV`. Each loop:
-1. admit waiting jobs while the batch has room: each prompt is rendered, prefilled alone and
-   merged into the batch; its first token is sampled at once;
+1. admit waiting jobs while the batch has room: their prompts are rendered and prefilled together
+   (left-padded, in groups of bounded size) and merged into the batch; first tokens are sampled
+   at once;
 2. drop rows that finished or whose client went away (their entries are freed now);
 3. one decode step for every row; rows whose open chunk just reached K tokens (policy `global`)
    have the chunk rendered and encoded, feed its β page tokens as a forward on that row subset,
@@ -108,9 +109,12 @@ class BatcherStats:
 class Batcher:
     """Runs the decode loop in a worker thread; `submit` is safe to call from any thread."""
 
-    def __init__(self, engine: Engine, max_batch: int = 64, max_queue: int = 256) -> None:
+    def __init__(
+        self, engine: Engine, max_batch: int = 64, max_queue: int = 256, prefill_slots: int = 16384
+    ) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.prefill_slots = prefill_slots  # padded slots of one batched prefill (rows x length)
         self.pending: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self.kv = BatchKV(engine.model)
         self.streams: list[_Stream] = []
@@ -147,15 +151,12 @@ class Batcher:
         while not self._stop.is_set():
             if not self.streams:
                 try:
-                    job = self.pending.get(timeout=0.05)
+                    first = self.pending.get(timeout=0.05)
                 except queue.Empty:
                     continue
-                self._admit(job)
-            while len(self.streams) < self.max_batch:
-                try:
-                    self._admit(self.pending.get_nowait())
-                except queue.Empty:
-                    break
+                self._admit_waiting([first])
+            else:
+                self._admit_waiting()
             self._drop_finished()
             if self.streams:
                 self.step()
@@ -166,42 +167,82 @@ class Batcher:
     def run_until_idle(self) -> None:
         """Run the loop in the calling thread until no job runs or waits (tests, benchmarks)."""
         while self.streams or not self.pending.empty():
-            while len(self.streams) < self.max_batch and not self.pending.empty():
-                self._admit(self.pending.get_nowait())
+            self._admit_waiting()
             self._drop_finished()
             if self.streams:
                 self.step()
 
+    def _admit_waiting(self, jobs: list[Job] | None = None) -> None:
+        """Admit waiting jobs (after `jobs`) while the batch has room."""
+        jobs = list(jobs or [])
+        while len(self.streams) + len(jobs) < self.max_batch:
+            try:
+                jobs.append(self.pending.get_nowait())
+            except queue.Empty:
+                break
+        self._admit(jobs)
+
+    def _admit(self, jobs: list[Job]) -> None:
+        """Prefill `jobs` in groups of at most `prefill_slots` padded slots, merge them into the
+        batch and sample their first tokens."""
+        group: list[tuple[Job, object]] = []
+        longest = 0
+        for job in jobs:
+            if job.cancelled:
+                self.stats.requests_cancelled += 1
+                continue
+            try:
+                layout = build_layout(job.segments, self.engine.beta)
+            except Exception as err:
+                self._fail(job, f"prefill failed: {err}")
+                continue
+            wider = max(longest, len(layout))
+            if group and wider * (len(group) + 1) > self.prefill_slots:
+                self._prefill(group)
+                group, wider = [], len(layout)
+            group.append((job, layout))
+            longest = wider
+        if group:
+            self._prefill(group)
+
     @torch.inference_mode()
-    def _admit(self, job: Job) -> None:
-        """Prefill `job` alone, merge it into the batch and sample its first token."""
-        if job.cancelled:
-            self.stats.requests_cancelled += 1
-            return
-        engine, config = self.engine, job.config
+    def _prefill(self, group: list[tuple[Job, object]]) -> None:
+        """One left-padded prefill of `group` (job, layout) pairs; if it fails, each job alone, so
+        only the faulty one fails."""
+        engine = self.engine
         try:
-            layout = build_layout(job.segments, engine.beta)
-            visual, _, _ = engine.encode_texts(job.page_texts)
-            batch = collate_layouts([layout], pad_id=engine.pad_id, padding_side="left")
-            logits = self.kv.add(batch, visual)  # [V]
-        except Exception as err:  # this request fails, the batch goes on
-            log.exception("prefill failed")
-            self.stats.requests_failed += 1
-            job.emit(("error", f"prefill failed: {err}"))
+            visual, _, _ = engine.encode_texts([t for job, _ in group for t in job.page_texts])
+            batch = collate_layouts([lay for _, lay in group], engine.pad_id, "left")
+            logits = self.kv.add(batch, visual)  # [n, V]
+        except Exception as err:  # nothing was merged: the batch is as it was
+            if len(group) > 1:
+                for item in group:
+                    self._prefill([item])
+            else:
+                log.exception("prefill failed")
+                self._fail(group[0][0], f"prefill failed: {err}")
             return
-        next_pos = int(layout.position_ids[-1]) + 1
-        generator = None
-        if config.seed is not None:
-            generator = torch.Generator(device=engine.device).manual_seed(config.seed)
-        stream = _Stream(job, StreamingDecoder(engine.tokenizer), next_pos, next_pos, generator)
-        stream.pages = len(job.page_texts)
-        stream.visual_tokens = stream.pages * engine.beta
-        self.stats.pages_rendered += stream.pages
-        self.stats.prompt_tokens += job.prompt_tokens
-        self.streams.append(stream)
+        new = []
+        for job, layout in group:
+            next_pos = int(layout.position_ids[-1]) + 1
+            generator = None
+            if job.config.seed is not None:
+                generator = torch.Generator(device=engine.device).manual_seed(job.config.seed)
+            s = _Stream(job, StreamingDecoder(engine.tokenizer), next_pos, next_pos, generator)
+            s.pages = len(job.page_texts)
+            s.visual_tokens = s.pages * engine.beta
+            self.stats.pages_rendered += s.pages
+            self.stats.prompt_tokens += job.prompt_tokens
+            new.append(s)
+        self.streams += new
         self.stats.running = len(self.streams)
         self._track_cache()
-        self._accept(stream, logits[None])
+        for i, s in enumerate(new):
+            self._accept(s, logits[i : i + 1])
+
+    def _fail(self, job: Job, message: str) -> None:
+        self.stats.requests_failed += 1
+        job.emit(("error", message))
 
     def _drop_finished(self) -> None:
         keep = []

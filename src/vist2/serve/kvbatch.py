@@ -6,7 +6,8 @@ Tensor layout: one Hugging Face `DynamicCache`; each layer holds keys/values
 - `open[b, s]`: entry s is text of row b's open chunk (transient: cleared at the chunk boundary).
 
 Verbs:
-- `add`: prefill one prompt alone and merge its cache in (both sides left-padded to one width);
+- `add`: prefill prompts (left-padded) and merge their cache in (both sides left-padded to one
+  width);
 - `decode`: one new slot per row, written at the same column for every row;
 - `visual`: the β page tokens of the rows at a chunk boundary, run as a forward on that row subset
   (the other rows get β dead columns, not β slots of compute);
@@ -78,11 +79,11 @@ class BatchKV:
 
     @torch.inference_mode()
     def add(self, batch: dict[str, torch.Tensor], visual: torch.Tensor | None) -> torch.Tensor:
-        """Prefill one laid-out prompt (a `collate_layouts` batch of one) alone, append it as the
-        last row; return its next-token logits (V,)."""
+        """Prefill laid-out prompts (a left-padded `collate_layouts` batch of n), append them as
+        the last rows; return their next-token logits (n, V)."""
         device = next(self.model.parameters()).device
         cache = DynamicCache()
-        valid = batch["valid"]  # [1, L]
+        valid = batch["valid"]  # [n, L]
         # a prompt holds persistent slots only: a padding mask lets the backend run causal
         mask = valid if bool(batch["persistent"].all()) else batch["attention_mask"]
         out = self.model(
@@ -96,10 +97,10 @@ class BatchKV:
             logits_to_keep=1,
         )
         self._merge(cache, valid.to(device))
-        return out.logits[0, -1].float()
+        return out.logits[:, -1].float()
 
     def _merge(self, cache: DynamicCache, valid: torch.Tensor) -> None:
-        """Append a one-row cache (valid (1, L)) below the batch, left-padding the narrower side."""
+        """Append an n-row cache (valid (n, L)) below the batch, left-padding the narrower side."""
         if self.rows == 0:
             self.cache, self.valid, self.open = cache, valid, torch.zeros_like(valid)
             return
@@ -108,7 +109,7 @@ class BatchKV:
             old.keys = torch.cat([_pad_left(old.keys, width, 2), _pad_left(new.keys, width, 2)])
             old.values = torch.cat(
                 [_pad_left(old.values, width, 2), _pad_left(new.values, width, 2)]
-            )  # [B+1, H, width, D]
+            )  # [B+n, H, width, D]
         self.valid = torch.cat([_pad_left(self.valid, width, 1), _pad_left(valid, width, 1)])
         self.open = torch.cat(
             [_pad_left(self.open, width, 1), torch.zeros_like(_pad_left(valid, width, 1))]
