@@ -6,7 +6,14 @@ import pytest
 from serve_helpers import make_engine, serve
 
 from vist2.cli import main
-from vist2.serve.loadtest import Outcome, check_loopback, make_prompts, parse_metrics, summarize
+from vist2.serve.loadtest import (
+    FALLBACK_TEXT,
+    Outcome,
+    check_loopback,
+    make_prompts,
+    parse_metrics,
+    summarize,
+)
 
 
 @pytest.fixture(scope="module")
@@ -16,9 +23,13 @@ def live():
 
 
 def test_the_load_test_reports_a_clean_run_and_writes_json_and_png(live, tmp_path, capsys):
+    # a fixed text: prompts cut from it stay under the test server's prompt limit on any machine
+    (tmp_path / "text.txt").write_text(FALLBACK_TEXT, encoding="utf-8")
     argv = [
         "bench",
         "serve",
+        "--text",
+        str(tmp_path / "text.txt"),
         "--url",
         live.url,
         "--out",
