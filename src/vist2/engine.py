@@ -145,6 +145,7 @@ class TokenEvent:
     row: int
     token: int
     text: str  # the text this token completes, cut at a stop string ("" mid-character)
+    cache_entries: int  # live cache entries of this row when the token was picked
 
 
 @dataclass
@@ -431,11 +432,12 @@ class Generation:
         for i, row in enumerate(self.rows):
             if row.finish_reason is not None:
                 continue
+            live = int(self.kv.live[i])
             row.token_times.append(now)
-            row.cache_entries.append(int(self.kv.live[i]))
+            row.cache_entries.append(live)
             if self.return_logits:
                 row.logits.append(logits[i].cpu())
-            yield TokenEvent(i, ids[i], self.engine._append(row, ids[i], self.config))
+            yield TokenEvent(i, ids[i], self.engine._append(row, ids[i], self.config), live)
 
     def _decode_entries(self) -> int:
         """Cache entries the decode adds at most, past the prompt (the capacity to reserve)."""
