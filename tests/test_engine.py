@@ -230,8 +230,9 @@ def fixed_shape_engine(engine: Engine) -> Engine:
 
 
 @pytest.mark.parametrize("policy", ["global", "prompt", "none"])
-def test_fixed_shape_decode_matches_one_forward_and_eager(engine, policy):
-    prompts = [PROMPT, "Short one."]  # left padding: the mask hides it over the whole capacity
+def test_fixed_shape_decode_matches_one_forward_and_eager(engine, policy, monkeypatch):
+    monkeypatch.setattr("vist2.engine._MIN_WINDOW", 8)  # the attention window grows: 8, 16, ...
+    prompts = [PROMPT, "Short one."]  # left padding: the mask hides it in every window
     config = GenerationConfig(policy=policy, max_new_tokens=3 * K + 2, stop_on_eos=False)
     eager = engine.generate(prompts, config, return_logits=True)
     fixed = fixed_shape_engine(engine).generate(prompts, config, return_logits=True, compile=True)

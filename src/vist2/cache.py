@@ -5,8 +5,9 @@ Two implementations behind one verb, `evict_range(cache, start, stop)`:
   (B, kv_heads, capacity, head_dim); a step writes its new entries in place, and eviction moves
   the (at most β) entries after the evicted range down over it. Nothing is copied per step.
   After the prefill, `fix()` switches it to fixed shapes for compiled decode: a step writes at a
-  device counter (`write_at`) and attends over the whole buffer (the engine masks what is not
-  live), so every decode step has the same shapes and a captured graph (CUDA graph) can replay.
+  device counter (`write_at`) and attends over a window of the buffer that grows in powers of two
+  (the engine masks what is not live), so decode steps repeat a few shapes and captured graphs
+  (CUDA graphs) replay.
 - Hugging Face's `DynamicCache`: `torch.cat` per step (copies the whole cache every token), and
   eviction rebuilds each layer from two slices.
 `vist2 bench cache` measures both; the engine uses `EvictingCache` unless told otherwise.
@@ -32,6 +33,7 @@ class EvictingLayer(CacheLayerMixin):
         self.capacity = capacity
         self.length = 0  # live entries, counted on the host
         self.write_at: torch.Tensor | None = None  # fixed mode: [] long, where new entries go
+        self.window = capacity  # fixed mode: leading buffer entries a step attends over
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         b, h, _, d = key_states.shape
@@ -57,7 +59,8 @@ class EvictingLayer(CacheLayerMixin):
             slots = self.write_at + torch.arange(n, device=self.keys.device)  # [n]
             self.keys.index_copy_(2, slots, key_states)
             self.values.index_copy_(2, slots, value_states)
-            return self.keys, self.values  # [B, H_kv, capacity, D]: the caller masks
+            window = self.window  # [B, H_kv, window, D]: the caller masks what is not live
+            return self.keys[:, :, :window], self.values[:, :, :window]
         if self.length + n > self.capacity:
             self._grow(self.length + n)
         self.keys[:, :, self.length : self.length + n] = key_states
@@ -110,6 +113,12 @@ class EvictingCache(Cache):
             torch._dynamo.mark_static_address(layer.values)
         torch._dynamo.mark_static_address(self.write_at)
         return self.write_at
+
+    def set_window(self, window: int) -> None:
+        """Fixed mode: attend over the first `window` entries of the buffers (each window size is
+        its own compiled graph, so the engine grows it in powers of two)."""
+        for layer in self.layers:
+            layer.window = window
 
     def advance(self, n: int) -> None:
         """Host book-keeping after a fixed-shape step wrote `n` entries per layer."""

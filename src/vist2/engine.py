@@ -183,18 +183,26 @@ def _lm_step(model, ids, positions, mask, cache, visual=None) -> torch.Tensor:
 
 def _fixed_step(model, cache, valid, ids, positions, visual=None) -> torch.Tensor:
     """`_lm_step` over the fixed-shape cache: the new slots are written at `cache.write_at` and
-    attend over the whole capacity, masked by `valid` (B, C) and causally among themselves. Shapes
-    never change between steps, so this is what gets compiled (a CUDA graph on GPU). `valid` and
-    the counter are updated in place."""
+    attend over the cache's window W (its first W entries), masked by `valid` (B, C) and causally
+    among themselves. Shapes repeat from step to step (one graph per window size), so this is what
+    gets compiled (a CUDA graph on GPU). `valid` and the counter are updated in place."""
     n = ids.shape[1] + (0 if visual is None else visual.shape[1])
+    window = valid[:, : cache.layers[0].window]  # [B, W], a view: updated in place below
     new = torch.arange(n, device=valid.device)  # [n]
-    offset = torch.arange(valid.shape[1], device=valid.device) - cache.write_at  # [C]
-    sees_new = (offset >= 0) & (offset[None, :] <= new[:, None])  # [n, C]
-    mask = valid[:, None, None, :] | sees_new[None, None]  # [B, 1, n, C]
+    offset = torch.arange(window.shape[1], device=valid.device) - cache.write_at  # [W]
+    sees_new = (offset >= 0) & (offset[None, :] <= new[:, None])  # [n, W]
+    mask = window[:, None, None, :] | sees_new[None, None]  # [B, 1, n, W]
     logits = _lm_step(model, ids, positions, mask, cache, visual)
-    valid.logical_or_(((offset >= 0) & (offset < n))[None, :])  # the new slots are live now
+    window.logical_or_(((offset >= 0) & (offset < n))[None, :])  # the new slots are live now
     cache.write_at.add_(n)
     return logits
+
+
+def _window(entries: int, capacity: int) -> int:
+    """Window a fixed-shape step attends over: `entries` rounded up to a power of two (at least
+    `_MIN_WINDOW`), at most the capacity. Attention costs what the live cache costs, within 2×,
+    for a handful of graphs (log2(capacity / _MIN_WINDOW) + 1 per step kind)."""
+    return min(capacity, max(_MIN_WINDOW, 1 << (entries - 1).bit_length()))
 
 
 class _BatchKV:
@@ -231,6 +239,7 @@ class _BatchKV:
         if self.step is not None:  # fixed shapes
             if self.length > self.cache.capacity:
                 raise RuntimeError(f"cache capacity {self.cache.capacity} < {self.length} entries")
+            self.cache.set_window(_window(self.length, self.cache.capacity))
             if ids.device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are read
             logits = self.step(self.model, self.cache, self.valid, ids, positions, visual)
@@ -455,6 +464,8 @@ class Generation:
 
 
 _CAPACITY_STEP = 256  # compiled decode: capacities rounded up to this, so graphs are reused
+_MIN_WINDOW = 256  # compiled decode: the smallest attention window
+_RECOMPILE_LIMIT = 64  # graphs per compiled function: window sizes x step kinds x capacities
 
 
 class Engine:
@@ -533,6 +544,10 @@ class Engine:
         capacity, decode vs chunk boundary) compiles once more."""
         if self._compiled is None:
             mode = "reduce-overhead" if self.device.type == "cuda" else None
+            config = torch._dynamo.config  # the limit's name changed across torch versions
+            for name in ("recompile_limit", "cache_size_limit"):
+                if hasattr(config, name):
+                    setattr(config, name, max(getattr(config, name), _RECOMPILE_LIMIT))
             self._compiled = torch.compile(_fixed_step, mode=mode, dynamic=False)
         return self._compiled
 
