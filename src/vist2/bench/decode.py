@@ -3,8 +3,7 @@
 For each policy, the eager engine and the compiled one (fixed-shape steps under `torch.compile`;
 CUDA graphs on GPU) generate the same prompt at once, one token each in turn, each on its own
 device-synchronised clock (`vist2.bench.interleave`); medians over the repeats. The compiled
-graphs are built in a warm-up that runs past the first chunk boundary, so compile time lands on
-no clock. Greedy tokens are compared and reported (`tokens_agree`): float rounding may flip a
+graphs are built in a warm-up (`Generation.precompile`), so compile time lands on no clock. Greedy tokens are compared and reported (`tokens_agree`): float rounding may flip a
 near-tie of a random-init model, which changes the text but not the work per token.
 """
 
@@ -81,9 +80,10 @@ def run_decode_bench(config: DecodeBenchConfig) -> dict:
                 for name, c in (("eager", False), ("compiled", True))
             }
             progress.set_description(f"{policy}: warm-up (compiling)")
-            for variant in variants.values():  # past the first chunk boundary: both graphs
+            for variant in variants.values():
+                engine.steps(PROMPT, variant).precompile()  # every graph the run can need
                 steps = iter(engine.steps(PROMPT, variant))
-                for _ in range(min(config.new_tokens, engine.chunk_tokens + 2)):
+                for _ in range(min(config.new_tokens, 8)):
                     next(steps)
             rates: dict[str, list[float]] = {name: [] for name in variants}
             agree = True

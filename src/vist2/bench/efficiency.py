@@ -305,11 +305,12 @@ class EfficiencyBench:
         }
 
     def _warm_up_decode(self, prompt: str, configs: dict) -> None:
-        """Run the first steps of each writing config, past the first chunk boundary: compiled
-        decode compiles its graphs here (same shapes as the timed run), not on a policy's clock."""
+        """Compiled decode compiles its graphs here (every window size the timed run can reach,
+        decode and chunk boundary), not on a policy's clock; then a few eager-warm steps."""
         for config in configs.values():
+            self.engine.steps(prompt, config).precompile()
             steps = iter(self.engine.steps(prompt, config))
-            for _ in range(min(config.max_new_tokens, self.k + 2)):
+            for _ in range(min(config.max_new_tokens, 8)):
                 next(steps)
 
     def save(self) -> None:
