@@ -208,10 +208,11 @@ def _window(entries: int, capacity: int) -> int:
 class _BatchKV:
     """The KV cache of a left-padded batch plus which of its entries each row may see.
 
-    Eager mode: the cache returns only its live entries, so shapes grow by a step's slots. With
-    `fixed`, the cache keeps fixed shapes (`EvictingCache.fix`) and `step` (eager or compiled
-    `_fixed_step`) attends over the whole capacity. `valid` (B, S) marks live, non-padding
-    entries; every row shares one cache length S, so one eviction serves the whole batch.
+    Eager mode: the cache returns only its live entries, so shapes grow by a step's slots. After
+    `fix`, the cache keeps fixed shapes (`EvictingCache.fix`) and `step` (`_fixed_step`, compiled
+    or not) attends over a power-of-two window of the capacity. `valid` (B, S) marks live,
+    non-padding entries; every row shares one cache length S, so one eviction serves the whole
+    batch.
     """
 
     def __init__(self, model, cache, valid: torch.Tensor, step=None) -> None:
