@@ -11,7 +11,7 @@ def test_decode_bench_reports_both_variants_per_policy(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(Engine, "_compiled_step", lambda self: _fixed_step)
     args = ["bench", "decode", "--preset", "tiny", "--new-tokens", "70", "--repeats", "1"]
-    assert main([*args, "--policies", "none", "global", "--out", str(tmp_path)]) == 0
+    assert main([*args, "--policies", "none", "global", "--hf", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "decode.json").read_text())
     for policy in ("none", "global"):
         r = results["policies"][policy]
@@ -19,6 +19,7 @@ def test_decode_bench_reports_both_variants_per_policy(tmp_path, monkeypatch, ca
         ratio = r["compiled_tokens_per_s"] / r["eager_tokens_per_s"]
         assert abs(r["compiled_over_eager"] - ratio) < 1e-9
         assert r["tokens_agree"]  # the same step uncompiled: the same greedy tokens
+    assert results["policies"]["none"]["hf_static_tokens_per_s"] > 0
     assert "compiled/eager" in capsys.readouterr().out
 
 

@@ -3,7 +3,10 @@
 For each policy, the eager engine and the compiled one (fixed-shape steps under `torch.compile`;
 CUDA graphs on GPU) generate the same prompt at once, one token each in turn, each on its own
 device-synchronised clock (`vist2.bench.interleave`); medians over the repeats. The compiled
-graphs are built in a warm-up (`Generation.precompile`), so compile time lands on no clock. Greedy tokens are compared and reported (`tokens_agree`): float rounding may flip a
+graphs are built in a warm-up (`Generation.precompile`), so compile time lands on no clock.
+With `hf`, the `none` policy is also run through Hugging Face `generate` with its static cache
+(which Hugging Face compiles on CUDA), alternating with the engine's runs, timed per token by a
+streamer. Greedy tokens are compared and reported (`tokens_agree`): float rounding may flip a
 near-tie of a random-init model, which changes the text but not the work per token.
 """
 
@@ -12,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from dataclasses import asdict, dataclass
 
 import torch
 from tqdm.auto import tqdm
+from transformers.generation.streamers import BaseStreamer
 
 from vist2.bench.interleave import Interleaved
 from vist2.engine import POLICIES, GenerationConfig
@@ -43,6 +48,8 @@ class DecodeBenchConfig:
     device: str = "cpu"
     dtype: str = "float32"
     seed: int = 0
+    hf: bool = False
+    """Also time Hugging Face `generate` (static cache) on the `none` policy."""
 
     def __post_init__(self) -> None:
         self.policies = tuple(self.policies)
@@ -57,6 +64,41 @@ class DecodeBenchConfig:
 def _rate(own: list[float]) -> float:
     """Decode tokens/s after the first token, on a variant's own clock."""
     return (len(own) - 1) / max(own[-1] - own[0], 1e-9)
+
+
+class _TokenClock(BaseStreamer):
+    """A `generate` streamer that notes when each new token reaches the host."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if self.prompt_seen:  # the first call hands over the prompt
+            self.times.append(time.perf_counter())
+        self.prompt_seen = True
+
+    def end(self) -> None:
+        pass
+
+
+def _hf_rate(engine, new_tokens: int) -> float:
+    """Decode tokens/s of Hugging Face `generate` (greedy, static cache) on the plain LLM."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    ids = engine.tokenizer(PROMPT, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    config = HFGenerationConfig(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=engine.pad_id,
+        cache_implementation="static",
+    )
+    clock = _TokenClock()
+    lm = engine.model.language_model
+    lm.generate(ids.to(engine.device), generation_config=config, streamer=clock)
+    return _rate(clock.times)
 
 
 def run_decode_bench(config: DecodeBenchConfig) -> dict:
@@ -80,6 +122,8 @@ def run_decode_bench(config: DecodeBenchConfig) -> dict:
                 for name, c in (("eager", False), ("compiled", True))
             }
             progress.set_description(f"{policy}: warm-up (compiling)")
+            if config.hf and policy == "none":
+                _hf_rate(engine, min(config.new_tokens, 16))  # Hugging Face compiles here
             for variant in variants.values():
                 engine.steps(PROMPT, variant).precompile()  # every graph the run can need
                 steps = iter(engine.steps(PROMPT, variant))
@@ -95,6 +139,8 @@ def run_decode_bench(config: DecodeBenchConfig) -> dict:
                 for name in variants:
                     rates[name].append(_rate(run.stamps[name]))
                 agree &= run.result("eager").token_ids == run.result("compiled").token_ids
+                if config.hf and policy == "none":
+                    rates.setdefault("hf", []).append(_hf_rate(engine, config.new_tokens))
                 progress.update(1)
             row = {name: statistics.median(r) for name, r in rates.items()}
             out["policies"][policy] = {
@@ -105,6 +151,9 @@ def run_decode_bench(config: DecodeBenchConfig) -> dict:
                 "all_compiled": rates["compiled"],
                 "tokens_agree": agree,
             }
+            if "hf" in rates:
+                out["policies"][policy]["hf_static_tokens_per_s"] = row["hf"]
+                out["policies"][policy]["compiled_over_hf"] = row["compiled"] / row["hf"]
     return out
 
 
@@ -118,11 +167,20 @@ def markdown_table(results: dict) -> str:
         "| policy | eager tok/s | compiled tok/s | compiled/eager | same tokens |",
         "| --- | ---: | ---: | ---: | --- |",
     ]
+    hf_rows: list[str] = []
     for policy, r in results["policies"].items():
         lines.append(
             f"| {policy} | {r['eager_tokens_per_s']:.1f} | {r['compiled_tokens_per_s']:.1f} "
             f"| {r['compiled_over_eager']:.2f}× | {'yes' if r['tokens_agree'] else 'no'} |"
         )
+        if "hf_static_tokens_per_s" in r:
+            hf_rows.append(
+                f"Hugging Face `generate` (static cache), {policy}: "
+                f"{r['hf_static_tokens_per_s']:.1f} tok/s; engine compiled / HF = "
+                f"{r['compiled_over_hf']:.2f}×."
+            )
+    if hf_rows:
+        lines += ["", *hf_rows]
     return "\n".join(lines) + "\n"
 
 
@@ -138,6 +196,7 @@ def add_parser(bench_commands) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--hf", action="store_true", help="also time Hugging Face generate on none")
     p.add_argument("--out", help="directory for decode.json and decode.md")
     p.set_defaults(func=cmd_bench_decode)
 
@@ -152,6 +211,7 @@ def cmd_bench_decode(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         device=str(torch_device(args.device)),
         dtype=args.dtype,
+        hf=args.hf,
     )
     out = output_dir(args.out) if args.out else None  # checked before the long run
     results = run_decode_bench(config)
