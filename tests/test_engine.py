@@ -203,3 +203,68 @@ def test_position_budget_counts_the_furthest_position(policy):
         else:
             layout = build_layout([TextSegment(tuple(ids))], BETA)
         assert last_position_offset(n, policy, K, BETA) == int(layout.position_ids.max()), n
+
+
+# -- the step iterator and compiled decode --------------------------------------------------------
+
+
+def test_steps_yield_one_event_per_token_then_the_results(engine):
+    from vist2.engine import TokenEvent
+
+    generation = engine.steps([PROMPT, "Short one."], max_new_tokens=K + 2, stop_on_eos=False)
+    events = list(generation)
+    assert all(type(e) is TokenEvent for e in events)
+    for row, result in enumerate(generation.results):
+        mine = [e for e in events if e.row == row]
+        assert [e.token for e in mine] == result.token_ids
+        assert "".join(e.text for e in mine) == result.text
+
+
+def fixed_shape_engine(engine: Engine) -> Engine:
+    """The compiled path's fixed-shape step, run eagerly (no compile time): the same code
+    `torch.compile` captures."""
+    from vist2.engine import _fixed_step
+
+    engine._compiled = _fixed_step
+    return engine
+
+
+@pytest.mark.parametrize("policy", ["global", "prompt", "none"])
+def test_fixed_shape_decode_matches_one_forward_and_eager(engine, policy, monkeypatch):
+    monkeypatch.setattr("vist2.engine._MIN_WINDOW", 8)  # the attention window grows: 8, 16, ...
+    prompts = [PROMPT, "Short one."]  # left padding: the mask hides it in every window
+    config = GenerationConfig(policy=policy, max_new_tokens=3 * K + 2, stop_on_eos=False)
+    eager = engine.generate(prompts, config, return_logits=True)
+    fixed = fixed_shape_engine(engine).generate(prompts, config, return_logits=True, compile=True)
+    for prompt, a, b in zip(prompts, eager, fixed, strict=True):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(b.logits, a.logits, atol=1e-4, rtol=1e-4)
+        assert a.stats.peak_cache_entries == b.stats.peak_cache_entries
+        assert a.cache_entries == b.cache_entries
+        expected = reference_logits(engine, prompt, b.token_ids, config, policy == "global")
+        torch.testing.assert_close(b.logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_compile_needs_the_static_cache():
+    with pytest.raises(ConfigError, match="compile"):
+        GenerationConfig(compile=True, cache="dynamic")
+
+
+@pytest.mark.slow
+def test_compiled_global_decode_keeps_the_exactness_contract(engine):
+    """torch.compile (inductor on CPU; CUDA graphs on GPU) of the decode and chunk-boundary steps:
+    same tokens and logits as eager and as one forward of the training layout (~30 s compile)."""
+    from torch._dynamo.utils import counters
+
+    prompts = [PROMPT, "Short one."]
+    config = GenerationConfig(policy="global", max_new_tokens=2 * K + 3, stop_on_eos=False)
+    eager = engine.generate(prompts, config, return_logits=True)
+    engine.steps(prompts, config, compile=True).precompile()  # every graph, before the run
+    graphs = counters["stats"]["unique_graphs"]
+    compiled = engine.generate(prompts, config, return_logits=True, compile=True)
+    assert counters["stats"]["unique_graphs"] == graphs  # nothing left to compile
+    for prompt, a, b in zip(prompts, eager, compiled, strict=True):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(b.logits, a.logits, atol=1e-4, rtol=1e-4)
+        expected = reference_logits(engine, prompt, b.token_ids, config, compress_output=True)
+        torch.testing.assert_close(b.logits, expected, atol=1e-4, rtol=1e-4)

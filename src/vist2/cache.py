@@ -4,6 +4,10 @@ Two implementations behind one verb, `evict_range(cache, start, stop)`:
 - `EvictingCache` (default): each layer's keys/values live in one preallocated buffer
   (B, kv_heads, capacity, head_dim); a step writes its new entries in place, and eviction moves
   the (at most β) entries after the evicted range down over it. Nothing is copied per step.
+  After the prefill, `fix()` switches it to fixed shapes for compiled decode: a step writes at a
+  device counter (`write_at`) and attends over a window of the buffer that grows in powers of two
+  (the engine masks what is not live), so decode steps repeat a few shapes and captured graphs
+  (CUDA graphs) replay.
 - Hugging Face's `DynamicCache`: `torch.cat` per step (copies the whole cache every token), and
   eviction rebuilds each layer from two slices.
 `vist2 bench cache` measures both; the engine uses `EvictingCache` unless told otherwise.
@@ -27,7 +31,9 @@ class EvictingLayer(CacheLayerMixin):
     def __init__(self, capacity: int) -> None:
         super().__init__()
         self.capacity = capacity
-        self.length = 0
+        self.length = 0  # live entries, counted on the host
+        self.write_at: torch.Tensor | None = None  # fixed mode: [] long, where new entries go
+        self.window = capacity  # fixed mode: leading buffer entries a step attends over
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         b, h, _, d = key_states.shape
@@ -49,6 +55,12 @@ class EvictingLayer(CacheLayerMixin):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n = key_states.shape[-2]
+        if self.write_at is not None:  # fixed shapes: write at the device counter, return it all
+            slots = self.write_at + torch.arange(n, device=self.keys.device)  # [n]
+            self.keys.index_copy_(2, slots, key_states)
+            self.values.index_copy_(2, slots, value_states)
+            window = self.window  # [B, H_kv, window, D]: the caller masks what is not live
+            return self.keys[:, :, :window], self.values[:, :, :window]
         if self.length + n > self.capacity:
             self._grow(self.length + n)
         self.keys[:, :, self.length : self.length + n] = key_states
@@ -73,6 +85,8 @@ class EvictingLayer(CacheLayerMixin):
     def get_max_length(self) -> int:
         return -1
 
+    get_max_cache_shape = get_max_length  # its name before transformers 5.11 (then abstract)
+
     def reset(self) -> None:
         self.length = 0
 
@@ -82,6 +96,38 @@ class EvictingCache(Cache):
 
     def __init__(self, num_layers: int, capacity: int) -> None:
         super().__init__(layers=[EvictingLayer(capacity) for _ in range(num_layers)])
+        self.write_at: torch.Tensor | None = None
+
+    def fix(self) -> torch.Tensor:
+        """Switch to fixed shapes (after the prefill); returns the device counter of written
+        entries, shared by all layers. Unwritten slots are zeroed: masked-out garbage could be NaN,
+        and 0 x NaN is NaN in the attention's weighted sum."""
+        first = self.layers[0]
+        self.write_at = torch.tensor(first.length, device=first.keys.device)  # []
+        for layer in self.layers:
+            layer.keys[:, :, layer.length :].zero_()
+            layer.values[:, :, layer.length :].zero_()
+            layer.write_at = self.write_at
+            # fixed addresses: a CUDA graph replays on the same memory (as in HF's StaticLayer)
+            torch._dynamo.mark_static_address(layer.keys)
+            torch._dynamo.mark_static_address(layer.values)
+        torch._dynamo.mark_static_address(self.write_at)
+        return self.write_at
+
+    def set_window(self, window: int) -> None:
+        """Fixed mode: attend over the first `window` entries of the buffers (each window size is
+        its own compiled graph, so the engine grows it in powers of two)."""
+        for layer in self.layers:
+            layer.window = window
+
+    def advance(self, n: int) -> None:
+        """Host book-keeping after a fixed-shape step wrote `n` entries per layer."""
+        for layer in self.layers:
+            layer.length += n
+
+    @property
+    def capacity(self) -> int:
+        return self.layers[0].capacity
 
 
 def evict_range(cache: Cache, start: int, stop: int) -> None:
@@ -96,6 +142,8 @@ def evict_range(cache: Cache, start: int, stop: int) -> None:
             layer.values = torch.cat(
                 [layer.values[:, :, :start], layer.values[:, :, stop:]], dim=-2
             )
+    if getattr(cache, "write_at", None) is not None:  # fixed shapes: the counter moves back too
+        cache.write_at.sub_(stop - start)
 
 
 def make_cache(kind: str, num_layers: int, capacity: int) -> Cache:

@@ -165,6 +165,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         stop_strings=tuple(args.stop or ()),
         chat=args.chat,
         cache=args.cache,
+        compile=args.compile,
     )
     dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     engine = Engine.from_pretrained(args.model, dtype=dtype, device=torch_device(args.device))
@@ -215,12 +216,14 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
         "text": args.text,
         "tokenizer": args.tokenizer,
+        "scenarios": args.scenarios,
+        "compile": args.compile,
     }
     fields = {k: v for k, v in fields.items() if v is not None}
     config = EfficiencyConfig.quick(**fields) if args.quick else EfficiencyConfig(**fields)
     results = run_efficiency(config, args.out)
     print(markdown_table(results))
-    print(f"wrote {args.out}/efficiency.json, efficiency.md, long_context.png, long_writing.png")
+    print(f"wrote {args.out}/efficiency.json, efficiency.md and the plots")
     return 0
 
 
@@ -249,6 +252,9 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+COMPILE_HELP = "compiled decode steps (torch.compile; CUDA graphs on GPU); default: on for CUDA"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", action="append", help="stop string (repeatable)")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("--cache", default="static", choices=["static", "dynamic"])
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, help=COMPILE_HELP)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument(
@@ -337,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--text", help="UTF-8 text to cut prompts from (default: ../shared Moby Dick)")
     p.add_argument("--tokenizer", help="tokenizer dir (default: the bundled tiny tokenizer)")
+    p.add_argument("--scenarios", nargs="+", choices=["context", "writing"], help="default: both")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, help=COMPILE_HELP)
     p.set_defaults(func=cmd_bench_efficiency)
     p = bench.add_parser("cache", help="evicting preallocated cache vs Hugging Face DynamicCache")
     p.add_argument("--preset", default="bench-cpu")
@@ -345,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_bench_cache)
+    from vist2.bench.decode import add_parser as add_decode_bench
+
+    add_decode_bench(bench)  # vist2 bench decode: compiled vs eager
     p = bench.add_parser(
         "render",
         help="pages/s of each renderer path (and Glyph's, with --glyph-dir)",

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
 
 from vist2.errors import ConfigError
 
@@ -37,13 +36,17 @@ class VIST2Config(PreTrainedConfig):
     """
 
     model_type = "vist2"
-    sub_configs_defaults = {
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen3"),
-        "vision_config": SubConfigSpec(
-            config_class=AutoConfig,
-            model_type="siglip_vision_model",
-            init_kwargs={"image_size": 256, "patch_size": 16, "vision_use_head": False},
-        ),
+    # Public across transformers 5.x: `sub_configs` names the nested configs (saving, loading);
+    # `__post_init__` builds them from dicts (`SubConfigSpec`, which would do it, is 5.20+ only).
+    sub_configs = {"text_config": AutoConfig, "vision_config": AutoConfig}
+    sub_config_defaults = {
+        "text_config": {"model_type": "qwen3"},
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "image_size": 256,
+            "patch_size": 16,
+            "vision_use_head": False,
+        },
     }
 
     text_config: dict | PreTrainedConfig | None = None
@@ -57,6 +60,14 @@ class VIST2Config(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
+        for key, defaults in self.sub_config_defaults.items():
+            value = getattr(self, key)
+            if value is None:  # the default sub-config
+                value = defaults
+            if isinstance(value, dict):
+                value = dict(value)
+                model_type = value.pop("model_type", defaults["model_type"])
+                setattr(self, key, AutoConfig.for_model(model_type, **value))
         super().__post_init__(**kwargs)
         if self.render is None:
             self.render = {

@@ -11,7 +11,14 @@ does not depend on the weights, so the real shapes measure it faithfully):
 Notable:
 - Warm-up first. Long context: policies alternate within each repeat; medians are reported.
   Long writing: the three policies generate at once, one token each in turn, and each policy's
-  clock runs only during its own steps, so bursts of machine noise land on all policies alike.
+  clock runs only during its own steps (the device synchronised at both ends of each step, so
+  asynchronous CUDA work lands on the right clock), so machine noise lands on all policies alike.
+- Compiled decode (`compile`, default on for CUDA): long writing decodes with compiled
+  fixed-shape steps, warmed up (compiled) before the clocks start. Long context measures the
+  prefill (time to first token) and always decodes eagerly: one graph per prompt length would
+  cost more compile time than the few tokens it decodes.
+- Results are written after every completed point (efficiency.json and .md; plots at the end), so
+  a killed run keeps what it measured. `scenarios` picks `context`, `writing` or both.
 - FLOPs: the analytic model of `vist2.bench.flops`, cross-checked against torch's
   FlopCounterMode on the smallest sweep point (the JSON records both and their ratio).
 - Cache bytes count the live entries of the sequence (what the policy must keep); on CUDA the peak
@@ -33,12 +40,14 @@ import torch
 from tqdm.auto import tqdm
 
 from vist2.bench.flops import FlopModel, count_flops
-from vist2.bench.interleave import run_interleaved
+from vist2.bench.interleave import Interleaved
+from vist2.cache import cache_bytes_per_entry
 from vist2.engine import GenerationConfig
 from vist2.errors import Vist2Error
 from vist2.layout import build_layout
 
 POLICIES = ("none", "prompt", "global")
+SCENARIOS = ("context", "writing")
 DEFAULT_TEXT = Path(__file__).resolve().parents[4] / "shared" / "corpora" / "en" / "moby_dick.txt"
 
 
@@ -68,10 +77,19 @@ class EfficiencyConfig:
     count_flops_up_to: int = 4096
     """Cross-check the analytic FLOPs with FlopCounterMode at context lengths up to this."""
     policies: tuple[str, ...] = field(default=POLICIES)
+    scenarios: tuple[str, ...] = SCENARIOS
+    """Which scenarios run: context (long prompt), writing (long output)."""
+    compile: bool | None = None
+    """Compiled decode in the long-writing run (None: on for CUDA, off for CPU)."""
 
     def __post_init__(self) -> None:
         self.context_lengths = tuple(sorted(int(n) for n in self.context_lengths))
         self.policies = tuple(self.policies)
+        self.scenarios = tuple(self.scenarios)
+        if not self.scenarios or set(self.scenarios) - set(SCENARIOS):
+            raise Vist2Error(
+                f"EfficiencyConfig.scenarios must be among {SCENARIOS}, got {self.scenarios}"
+            )
         if (
             any(n < 1 for n in self.context_lengths)
             or self.writing_new_tokens < 1
@@ -150,6 +168,9 @@ class EfficiencyBench:
         tokenizer = load_tokenizer(config.tokenizer or tiny_tokenizer_path())
         self.engine = Engine(model, tokenizer)
         self.flops = FlopModel.of(model)
+        self.per_entry = cache_bytes_per_entry(model_config.text_config, self.dtype)
+        self.out_dir: str | Path | None = None
+        self.results: dict = {}
         self.k, self.beta = model_config.chunk_tokens, model_config.visual_tokens_per_page
         path = Path(config.text)
         if not path.is_file():
@@ -172,7 +193,7 @@ class EfficiencyBench:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         result = self.engine.generate(
-            prompt, policy=policy, max_new_tokens=new_tokens, stop_on_eos=False
+            prompt, policy=policy, max_new_tokens=new_tokens, stop_on_eos=False, compile=False
         )
         peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
         return result, peak
@@ -186,9 +207,9 @@ class EfficiencyBench:
 
     # -- long context ---------------------------------------------------------------------------
 
-    def long_context(self, progress: tqdm) -> list[dict]:
+    def long_context(self, progress: tqdm) -> None:
         cfg = self.config
-        rows = []
+        rows = self.results["long_context"]
         for length in cfg.context_lengths:
             prompt = self.prompt(length)
             runs: dict[str, list] = {p: [] for p in cfg.policies}
@@ -221,72 +242,87 @@ class EfficiencyBench:
                     row["flops_counted_over_analytic"] = counted / row["prefill_flops"]
                 rows.append(row)
                 progress.update(1)
-        return rows
+            self.save()  # a killed run keeps every completed length
 
     # -- long writing ---------------------------------------------------------------------------
 
-    def long_writing(self, progress: tqdm) -> dict:
+    def long_writing(self, progress: tqdm) -> None:
         cfg = self.config
         prompt = self.prompt(cfg.writing_prompt_tokens)
         marks = _writing_marks(cfg.writing_new_tokens)
-        out = {"prompt_tokens": None, "marks": marks, "policies": {}}
         configs = {
-            p: GenerationConfig(policy=p, max_new_tokens=cfg.writing_new_tokens, stop_on_eos=False)
+            p: GenerationConfig(
+                policy=p,
+                max_new_tokens=cfg.writing_new_tokens,
+                stop_on_eos=False,
+                compile=cfg.compile,
+            )
             for p in cfg.policies
         }
-
-        def show(policy: str, n: int) -> None:
+        self._warm_up_decode(prompt, configs)
+        _, _, n_tokens = self.engine.prompt_segments(prompt, configs[cfg.policies[0]])
+        out = {"prompt_tokens": n_tokens, "marks": marks, "policies": {}}
+        out["policies"] = {p: {"at_marks": []} for p in cfg.policies}
+        self.results["long_writing"] = out
+        shapes = {p: self._prompt_shape(prompt, p) for p in cfg.policies}
+        run = Interleaved(self.engine, prompt, configs)
+        pending = list(marks)
+        for policy, n in run:
             if n % 1024 == 0:
                 progress.set_description(f"long writing {n}/{cfg.writing_new_tokens} {policy}")
-
-        runs = run_interleaved(self.engine, prompt, configs, on_token=show)
-        progress.update(len(runs))
-        for policy, (result, own) in runs.items():
-            entries = result.cache_entries
-            slots, pages = self._prompt_shape(prompt, policy)
-            per_entry = result.stats.peak_cache_bytes / max(result.stats.peak_cache_entries, 1)
-            at_marks = []
-            for n in marks:
-                lo = max(n // 2, 1)  # tokens/s over the second half up to the mark
-                flops = self.flops.generation(slots, pages, n, policy, self.k, self.beta)
-                at_marks.append(
-                    {
-                        "generated_tokens": n,
-                        "decode_tokens_per_s": (n - lo) / max(own[n - 1] - own[lo - 1], 1e-9),
-                        "wall_s": own[n - 1],  # this policy's own time, first token included
-                        "cache_entries": max(entries[:n]),
-                        "cache_bytes": int(max(entries[:n]) * per_entry),
-                        "flops": flops["total"],
-                        "vision_flops": flops["vision"],
-                    }
-                )
+            while pending and all(len(run.stamps[p]) >= pending[0] for p in cfg.policies):
+                for p in cfg.policies:
+                    point = self._writing_point(run, p, pending[0], shapes[p])
+                    out["policies"][p]["at_marks"].append(point)
+                pending.pop(0)
+                self.save()  # a killed run keeps every completed mark
+        for policy in cfg.policies:
+            result, own = run.result(policy), run.stamps[policy]
             step = max(len(own) // 64, 16)
-            trace = [
+            out["policies"][policy]["trace"] = [
                 {
                     "generated_tokens": i + step,
                     "tokens_per_s": step / max(own[i + step - 1] - own[i - 1], 1e-9),
                 }
                 for i in range(1, len(own) - step, step)
             ]
-            out["prompt_tokens"] = result.stats.prompt_tokens
-            out["policies"][policy] = {
-                "at_marks": at_marks,
-                "trace": trace,
-                "stats": result.stats.to_dict(),
-            }
-        return out
+            out["policies"][policy]["stats"] = result.stats.to_dict()
+        progress.update(len(cfg.policies))
 
-    def run(self) -> dict:
-        cfg = self.config
-        # warm-up: every policy once, short (kernels, glyph atlases, allocator)
-        for policy in cfg.policies:
-            self._generate(self.prompt(min(cfg.context_lengths)), policy, 4)
-        total = len(cfg.context_lengths) * len(cfg.policies) + len(cfg.policies)
-        with tqdm(total=total, unit="run") as progress:
-            start = time.perf_counter()
-            context = self.long_context(progress)
-            writing = self.long_writing(progress)
+    def _writing_point(self, run: Interleaved, policy: str, n: int, shape) -> dict:
+        """Figures of `policy` at the first `n` generated tokens of the long-writing run."""
+        own, entries = run.stamps[policy], run.entries[policy]
+        lo = max(n // 2, 1)  # tokens/s over the second half up to the mark
+        flops = self.flops.generation(*shape, n, policy, self.k, self.beta)
         return {
+            "generated_tokens": n,
+            "decode_tokens_per_s": (n - lo) / max(own[n - 1] - own[lo - 1], 1e-9),
+            "wall_s": own[n - 1],  # this policy's own time, first token included
+            "cache_entries": max(entries[:n]),
+            "cache_bytes": max(entries[:n]) * self.per_entry,
+            "flops": flops["total"],
+            "vision_flops": flops["vision"],
+        }
+
+    def _warm_up_decode(self, prompt: str, configs: dict) -> None:
+        """Compiled decode compiles its graphs here (every window size the timed run can reach,
+        decode and chunk boundary), not on a policy's clock; then a few eager-warm steps."""
+        for config in configs.values():
+            self.engine.steps(prompt, config).precompile()
+            steps = iter(self.engine.steps(prompt, config))
+            for _ in range(min(config.max_new_tokens, 8)):
+                next(steps)
+
+    def save(self) -> None:
+        """Write what has been measured so far (JSON and table; plots come at the end)."""
+        if self.out_dir is not None:
+            write_report(self.results, self.out_dir, plots=False)
+
+    def run(self, out_dir: str | Path | None = None) -> dict:
+        cfg = self.config
+        self.out_dir = out_dir
+        start = time.perf_counter()
+        self.results = {
             "environment": _environment(self.device, self.dtype),
             "config": asdict(cfg),
             "model": {
@@ -294,11 +330,23 @@ class EfficiencyBench:
                 "chunk_tokens": self.k,
                 "visual_tokens_per_page": self.beta,
             },
-            "long_context": context,
-            "long_writing": writing,
-            "summary": summarise(context, writing),
-            "seconds": time.perf_counter() - start,
+            "long_context": [],
+            "long_writing": {},
+            "complete": False,
         }
+        # warm-up: every policy once, short (kernels, glyph atlases, allocator)
+        for policy in cfg.policies:
+            self._generate(self.prompt(min(cfg.context_lengths)), policy, 4)
+        runs = {"context": len(cfg.context_lengths), "writing": 1}
+        total = sum(runs[s] for s in cfg.scenarios) * len(cfg.policies)
+        with tqdm(total=total, unit="run") as progress:
+            if "context" in cfg.scenarios:
+                self.long_context(progress)
+            if "writing" in cfg.scenarios:
+                self.long_writing(progress)
+        self.results["seconds"] = time.perf_counter() - start
+        self.results["complete"] = True
+        return self.results
 
 
 # -- summary, table and plots ------------------------------------------------------------------
@@ -400,16 +448,20 @@ def markdown_table(results: dict) -> str:
             f"| {_fmt_bytes(r['peak_cache_bytes'])} | {r['peak_cache_bytes'] / base['peak_cache_bytes']:.3f} "
             f"| {r['prefill_flops'] / 1e9:,.1f} | {r['prefill_flops'] / base['prefill_flops']:.3f} |"
         )
-    writing = results["long_writing"]
-    lines += [
-        "",
-        f"**Long writing** ({writing['prompt_tokens']}-token prompt; tokens/s over the second half up to N):",
-        "",
-        "| N | policy | decode tok/s | x/none tok/s | cache | x/none cache | GFLOPs | x/none FLOPs | wall (s) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    pol = writing["policies"]
-    for i, n in enumerate(writing["marks"]):
+    if not results["long_context"]:
+        lines = lines[:1]
+    writing = results.get("long_writing") or {}
+    pol = writing.get("policies", {})
+    done = min((len(d["at_marks"]) for d in pol.values()), default=0)
+    if done:
+        lines += [
+            "",
+            f"**Long writing** ({writing['prompt_tokens']}-token prompt; tokens/s over the second half up to N):",
+            "",
+            "| N | policy | decode tok/s | x/none tok/s | cache | x/none cache | GFLOPs | x/none FLOPs | wall (s) |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+    for i, n in enumerate(writing.get("marks", [])[:done]):
         base = pol["none"]["at_marks"][i] if "none" in pol else None
         for policy, data in pol.items():
             m = data["at_marks"][i]
@@ -419,6 +471,8 @@ def markdown_table(results: dict) -> str:
                 f"| {_fmt_bytes(m['cache_bytes'])} | {m['cache_bytes'] / b['cache_bytes']:.3f} "
                 f"| {m['flops'] / 1e9:,.1f} | {m['flops'] / b['flops']:.3f} | {m['wall_s']:.1f} |"
             )
+    if not results.get("complete", True):
+        lines += ["", "*Partial results: the run is still going or was stopped.*"]
     s = results["summary"]
     lines += [
         "",
@@ -444,12 +498,22 @@ def markdown_table(results: dict) -> str:
 
 
 def plot(results: dict, out_dir: Path) -> list[Path]:
+    """long_context.png and long_writing.png, for the scenarios the results hold."""
     import matplotlib
 
     matplotlib.use("Agg")
+    paths = []
+    if results["summary"]["long_context"]:
+        paths.append(_plot_context(results, out_dir))
+    writing = (results.get("long_writing") or {}).get("policies", {})
+    if writing and all("trace" in d for d in writing.values()):
+        paths.append(_plot_writing(results, out_dir))
+    return paths
+
+
+def _plot_context(results: dict, out_dir: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    paths = []
     ratios = results["summary"]["long_context"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for policy, style in (("prompt", "s--"), ("global", "o-")):
@@ -479,7 +543,11 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     path = out_dir / "long_context.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    paths.append(path)
+    return path
+
+
+def _plot_writing(results: dict, out_dir: Path) -> Path:
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for policy, data in results["long_writing"]["policies"].items():
@@ -507,18 +575,21 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     path = out_dir / "long_writing.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    paths.append(path)
-    return paths
+    return path
 
 
-def write_report(results: dict, out_dir: str | Path) -> None:
-    """efficiency.json, efficiency.md and the PNG plots (the summary recomputed from the data)."""
+def write_report(results: dict, out_dir: str | Path, plots: bool = True) -> None:
+    """efficiency.json, efficiency.md and (with `plots`) the PNG plots, the summary recomputed from
+    the data. Partial results (a run still going, or killed) are written as they are."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results["summary"] = summarise(results["long_context"], results["long_writing"])
-    (out / "efficiency.json").write_text(json.dumps(results, indent=1))
+    results["summary"] = summarise(results["long_context"], results.get("long_writing") or {})
+    tmp = out / "efficiency.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out / "efficiency.json")  # atomic: a kill mid-write keeps the previous file
     (out / "efficiency.md").write_text(markdown_table(results))
-    plot(results, out)
+    if plots:
+        plot(results, out)
 
 
 def rewrite_report(out_dir: str | Path) -> dict:
@@ -532,7 +603,8 @@ def rewrite_report(out_dir: str | Path) -> dict:
 
 
 def run_efficiency(config: EfficiencyConfig, out_dir: str | Path) -> dict:
-    """Run the benchmark and write efficiency.json, efficiency.md and the PNG plots to `out_dir`."""
-    results = EfficiencyBench(config).run()
+    """Run the benchmark, writing efficiency.json and efficiency.md to `out_dir` after every
+    completed point, and the PNG plots at the end."""
+    results = EfficiencyBench(config).run(out_dir)
     write_report(results, out_dir)
     return results

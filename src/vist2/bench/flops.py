@@ -1,9 +1,10 @@
 """FLOPs of a generation: counted by torch's FlopCounterMode, and an analytic model to cross-check.
 
 Notable:
-- torch counts no FLOPs for CPU SDPA unless a formula is registered for
-  `aten._scaled_dot_product_flash_attention_for_cpu` (DESIGN.md); `register_cpu_sdpa_formula()`
-  registers torch's own SDPA formula for it.
+- SDPA is counted with our own grouped-query-aware formula (`sdpa_flops`), passed to
+  FlopCounterMode for every SDPA kernel (CPU flash, CUDA flash / memory-efficient / cuDNN): torch
+  counts nothing for CPU SDPA (DESIGN.md), and before 2.13 its formula asserts when the query has
+  more heads than keys and values (Qwen3: 16 query heads, 8 KV heads).
 - Both counts are "as executed": masked attention is a dense (queries x keys) product, and the
   causal prefill kernel is counted dense too (torch's formula ignores causality). Only matrix
   products count (linear layers, attention, convolutions), as in FlopCounterMode.
@@ -18,29 +19,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode
 
-_registered = False
+_SDPA_OPS = (
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+)
 
 
-def register_cpu_sdpa_formula() -> None:
-    """Make FlopCounterMode count CPU SDPA (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+def sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one SDPA call, grouped-query attention included: query (B, H_q, S_q, D),
+    key (B, H_kv, S_k, D), value (B, H_kv, S_k, D_v) with H_q a multiple of H_kv. Every query head
+    scores all keys and sums all values: 2·B·H_q·S_q·S_k·(D + D_v). Dense, as executed (masks and
+    causality do not reduce it)."""
+    b, heads_q, s_q, d = query_shape
+    _, heads_kv, s_k, _ = key_shape
+    if heads_q % heads_kv:
+        raise ValueError(f"query heads ({heads_q}) are not a multiple of KV heads ({heads_kv})")
+    return 2 * b * heads_q * s_q * s_k * (d + value_shape[-1])
 
-    @register_flop_formula(op)
-    def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(query_shape, key_shape, value_shape)
 
-    _registered = True
+def _sdpa_mapping() -> dict:
+    ops = (getattr(torch.ops.aten, name, None) for name in _SDPA_OPS)
+    return {op: sdpa_flops for op in ops if op is not None}
 
 
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of the matrix products `fn()` runs."""
-    register_cpu_sdpa_formula()
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_sdpa_mapping()) as counter:
         fn()
     return int(counter.get_total_flops())
 
