@@ -8,12 +8,12 @@ What is notable here
 - Side by side, in the same run and on the same characters: Glyph's own renderer
   (thu-coai/Glyph, `scripts/word2png_function.py`: reportlab -> PDF -> poppler -> PNG files),
   run from a checkout given by path (`--glyph-dir`; its code is never part of vist2) in a
-  subprocess, under a Python that has its dependencies (`--glyph-python`). A small driver written
-  to a temporary folder imports its module, loads its own config file (`config/config_en.json` or
-  `config_zh.json`, A4 at 72 dpi, 9 pt font) and times `text_to_images`: interpreter start,
-  imports and the first call are reported apart from the timed passes, and the passes are split
-  into font loading, reportlab (layout + PDF), poppler (rasterisation) and PNG writing by timing
-  wrappers around the functions its module calls. Glyph is run two ways: "document" (the whole
+  subprocess, under a Python that has its dependencies (`--glyph-python`). A small worker
+  (`render_glyph_worker.py`, run by path) imports its module, loads its own config file
+  (`config/config_en.json` or `config_zh.json`, A4 at 72 dpi, 9 pt font) and times
+  `text_to_images`: interpreter start, imports and the first call are reported apart from the
+  timed passes, and the passes are split into font loading, reportlab (layout + PDF), poppler
+  (rasterisation) and PNG writing by timing wrappers around the functions its module calls. Glyph is run two ways: "document" (the whole
   text in one call -> A4 pages, how Glyph renders a long context) and "per chunk" (one call per
   vist2 chunk, what a renderer is asked for while generating).
 - Pages differ in size and density between the paths (512x512 px vs cropped A4 at 72 dpi), so
@@ -184,122 +184,10 @@ def write_example_pages(
 
 # -- Glyph's own renderer, run from a checkout ----------------------------------------------------
 
-# Written to a temporary folder and run under the Python that has Glyph's dependencies. It is
-# vist2's own harness: it imports Glyph's module from the checkout, warms it up, then renders the
-# job's texts once per "pass" line read on stdin and answers with one JSON line per request.
-_GLYPH_DRIVER = r'''
-"""vist2 harness: times thu-coai/Glyph's text_to_images, one pass per "pass" line on stdin."""
-import time
-
-T0 = time.perf_counter()
-import importlib.metadata  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-
-
-def version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def main():
-    reply = sys.stdout
-    sys.stdout = sys.stderr  # whatever Glyph's code prints stays off the reply channel
-
-    def send(message):
-        reply.write(json.dumps(message) + "\n")
-        reply.flush()
-
-    with open(sys.argv[1], encoding="utf-8") as f:
-        job = json.load(f)
-    sys.path.insert(0, job["scripts_dir"])
-    start = time.perf_counter()
-    import word2png_function as w
-    from PIL import Image
-
-    import_s = time.perf_counter() - start
-    spent = {"font": 0.0, "poppler": 0.0, "png": 0.0}
-    sizes = []
-
-    def timed(fn, bucket):
-        def wrapper(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[bucket] += time.perf_counter() - t
-
-        return wrapper
-
-    for name, bucket in (
-        ("TTFont", "font"),
-        ("pdfinfo_from_bytes", "poppler"),
-        ("convert_from_bytes", "poppler"),
-    ):
-        if hasattr(w, name):
-            setattr(w, name, timed(getattr(w, name), bucket))
-    pil_save = Image.Image.save
-
-    def timed_save(self, *args, **kwargs):
-        t = time.perf_counter()
-        try:
-            return pil_save(self, *args, **kwargs)
-        finally:
-            spent["png"] += time.perf_counter() - t
-            sizes.append(list(self.size))
-
-    Image.Image.save = timed_save
-
-    config = w.load_config(job["config_path"])
-    if job.get("font_path"):
-        config["font-path"] = job["font_path"]
-    texts = job["texts"]
-    out_dir = job["out_dir"]
-
-    def render(text, uid):
-        paths = w.text_to_images(text=text, output_dir=out_dir, config_dict=config, unique_id=uid)
-        return len(paths)
-
-    start = time.perf_counter()
-    render(texts[0][: job["warmup_chars"]], "warmup")
-    warmup_s = time.perf_counter() - start
-    for key in spent:
-        spent[key] = 0.0
-    sizes.clear()
-    send({"import_s": import_s, "warmup_s": warmup_s, "elapsed_s": time.perf_counter() - T0})
-    first_sizes = None
-    for line in sys.stdin:
-        if line.strip() != "pass":
-            break
-        start = time.perf_counter()
-        pages = sum(render(text, "t%05d" % i) for i, text in enumerate(texts))
-        pass_s = time.perf_counter() - start
-        if first_sizes is None:
-            first_sizes = list(sizes)
-        send({"pass_s": pass_s, "pages": pages})
-    shown = {}
-    for key, value in config.items():
-        shown[key] = value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
-    send(
-        {
-            "spent": spent,
-            "page_sizes": first_sizes or [],
-            "config": shown,
-            "versions": {
-                "python": sys.version.split()[0],
-                "reportlab": version("reportlab"),
-                "pdf2image": version("pdf2image"),
-                "pillow": version("pillow"),
-                "numpy": version("numpy"),
-            },
-        }
-    )
-
-
-main()
-'''
+# vist2's own harness, run by path under the Python that has Glyph's dependencies: it imports
+# Glyph's module from the checkout, warms it up, then renders the job's texts once per "pass" line
+# read on stdin and answers with one JSON line per request.
+GLYPH_WORKER = Path(__file__).resolve().with_name("render_glyph_worker.py")
 
 
 def glyph_config_path(glyph_dir: Path, lang: str) -> Path:
@@ -350,8 +238,6 @@ class GlyphSession:
         self.python = python
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        driver = workdir / "vist2_glyph_driver.py"
-        driver.write_text(_GLYPH_DRIVER, encoding="utf-8")
         job = {
             "scripts_dir": str(scripts),
             "config_path": str(glyph_config_path(glyph_dir, lang)),
@@ -368,7 +254,7 @@ class GlyphSession:
         start = time.perf_counter()
         # cwd = scripts/, as Glyph's own scripts are run (its configs name fonts relative to it).
         self._proc = subprocess.Popen(
-            [python, str(driver), str(job_path)],
+            [python, str(GLYPH_WORKER), str(job_path)],
             cwd=scripts,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -381,7 +267,7 @@ class GlyphSession:
         except BaseException:
             self.close()
             raise
-        # Interpreter start: the wall time before the driver's first line ran.
+        # Interpreter start: the wall time before the worker's first line ran.
         self.startup = {
             "interpreter_s": max(0.0, time.perf_counter() - start - ready["elapsed_s"]),
             "import_s": ready["import_s"],
@@ -406,7 +292,7 @@ class GlyphSession:
             self._proc.stdin.write(line + "\n")
             self._proc.stdin.flush()
         except BrokenPipeError:
-            self._receive()  # raises with the driver's error output
+            self._receive()  # raises with the worker's error output
 
     def one_pass(self) -> float:
         """Render all texts once; the seconds the pass took inside the subprocess."""
