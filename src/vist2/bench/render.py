@@ -32,13 +32,10 @@ import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
-import json
 import os
 import platform
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +45,21 @@ from typing import Any
 
 from PIL import Image
 
+from vist2.bench.render_glyph import (
+    GLYPH_DOCUMENT,
+    GLYPH_OWN_FONT,
+    GLYPH_PER_CHUNK,
+    GlyphSession,
+    describe_glyph_checkout,
+    glyph_config_font,
+    glyph_config_path,
+    run_glyph_renderer,
+)
+from vist2.bench.render_report import (
+    plot_render_bench,
+    render_bench_markdown,
+    write_render_bench,
+)
 from vist2.render import (
     BACKENDS,
     PageOverflowError,
@@ -56,6 +68,29 @@ from vist2.render import (
     default_font_path,
     normalize_text,
 )
+
+# The public names, including those that live in render_glyph.py and render_report.py (tests and
+# older callers import them from here).
+__all__ = [
+    "CORPORA",
+    "GLYPH_DOCUMENT",
+    "GLYPH_OWN_FONT",
+    "GLYPH_PER_CHUNK",
+    "SAMPLES",
+    "GlyphSession",
+    "bench_render_main",
+    "bench_texts",
+    "glyph_config_font",
+    "glyph_config_path",
+    "longest_prefix_that_fits",
+    "plot_render_bench",
+    "read_sample",
+    "render_bench_markdown",
+    "run_glyph_renderer",
+    "run_render_benchmark",
+    "split_chunks",
+    "write_example_pages",
+]
 
 # src/vist2/bench/render.py -> the repo root -> ../shared beside it (as in CI).
 CORPORA = Path(__file__).resolve().parents[4] / "shared" / "corpora"
@@ -66,9 +101,6 @@ SAMPLES = {
 }
 SAMPLE_CHARS = 400_000
 # The Glyph paths, in the order they are run and shown.
-GLYPH_DOCUMENT = "glyph"
-GLYPH_PER_CHUNK = "glyph-per-chunk"
-GLYPH_OWN_FONT = "glyph-own-font"
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
@@ -182,225 +214,6 @@ def write_example_pages(
     return written
 
 
-# -- Glyph's own renderer, run from a checkout ----------------------------------------------------
-
-# vist2's own harness, run by path under the Python that has Glyph's dependencies: it imports
-# Glyph's module from the checkout, warms it up, then renders the job's texts once per "pass" line
-# read on stdin and answers with one JSON line per request.
-GLYPH_WORKER = Path(__file__).resolve().with_name("render_glyph_worker.py")
-
-
-def glyph_config_path(glyph_dir: Path, lang: str) -> Path:
-    """Glyph's own page config for a language: config/config_en.json or config/config_zh.json."""
-    path = Path(glyph_dir) / "config" / f"config_{lang}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; is {glyph_dir} a checkout of thu-coai/Glyph?")
-    return path
-
-
-def glyph_config_font(glyph_dir: Path, lang: str) -> Path:
-    """The font file Glyph's config names (relative paths are relative to its scripts/ folder)."""
-    font = json.loads(glyph_config_path(glyph_dir, lang).read_text(encoding="utf-8"))["font-path"]
-    return (Path(glyph_dir) / "scripts" / font).resolve()
-
-
-class GlyphSession:
-    """Glyph's own `text_to_images` in a subprocess, rendering `texts` once per `one_pass()`.
-
-    `glyph_dir` is a checkout of thu-coai/Glyph; each text is one call (one document -> as many
-    A4 pages as it fills) and a pass renders them all, writing its PNG files under `workdir`.
-    Glyph's config for `lang` ("en"/"zh") is used as it stands, except the font when
-    `font_path` is given. `python` must have reportlab and pdf2image, with poppler's `pdftoppm`
-    on PATH. The process starts, imports Glyph's module and makes one warm-up call on the first
-    `warmup_chars` characters before the constructor returns; `finish()` ends it and sums up.
-    """
-
-    def __init__(
-        self,
-        glyph_dir: str | os.PathLike[str],
-        texts: Sequence[str],
-        workdir: str | os.PathLike[str],
-        python: str = sys.executable,
-        lang: str = "en",
-        font_path: str | None = None,
-        warmup_chars: int = 2000,
-    ) -> None:
-        glyph_dir = Path(glyph_dir).resolve()
-        scripts = glyph_dir / "scripts"
-        if not (scripts / "word2png_function.py").is_file():
-            raise FileNotFoundError(
-                f"{scripts / 'word2png_function.py'} not found; --glyph-dir must be a checkout "
-                "of thu-coai/Glyph"
-            )
-        self.texts = [t for t in texts if t.strip()]
-        if not self.texts:
-            raise ValueError("no non-blank text to render")
-        self.python = python
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        job = {
-            "scripts_dir": str(scripts),
-            "config_path": str(glyph_config_path(glyph_dir, lang)),
-            "font_path": font_path,
-            "texts": self.texts,
-            "out_dir": str(workdir / "pages"),
-            "warmup_chars": warmup_chars,
-        }
-        job_path = workdir / "job.json"
-        job_path.write_text(json.dumps(job, ensure_ascii=False), encoding="utf-8")
-        self.pass_s: list[float] = []
-        self.pages: int | None = None
-        self._stderr = (workdir / "stderr.txt").open("w+", encoding="utf-8")
-        start = time.perf_counter()
-        # cwd = scripts/, as Glyph's own scripts are run (its configs name fonts relative to it).
-        self._proc = subprocess.Popen(
-            [python, str(GLYPH_WORKER), str(job_path)],
-            cwd=scripts,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            encoding="utf-8",
-        )
-        try:
-            ready = self._receive()
-        except BaseException:
-            self.close()
-            raise
-        # Interpreter start: the wall time before the worker's first line ran.
-        self.startup = {
-            "interpreter_s": max(0.0, time.perf_counter() - start - ready["elapsed_s"]),
-            "import_s": ready["import_s"],
-            "warmup_s": ready["warmup_s"],
-        }
-
-    def _receive(self) -> dict[str, Any]:
-        line = self._proc.stdout.readline() if self._proc.stdout else ""
-        if not line:
-            code = self._proc.wait()
-            self._stderr.seek(0)
-            raise RuntimeError(
-                f"Glyph's renderer failed under {self.python} (exit {code}). It needs "
-                "`pip install reportlab pdf2image pillow numpy tqdm` in that Python and "
-                f"poppler's pdftoppm on PATH (Debian: poppler-utils).\n{self._stderr.read()[-3000:]}"
-            )
-        return json.loads(line)
-
-    def _send(self, line: str) -> None:
-        try:
-            assert self._proc.stdin is not None
-            self._proc.stdin.write(line + "\n")
-            self._proc.stdin.flush()
-        except BrokenPipeError:
-            self._receive()  # raises with the worker's error output
-
-    def one_pass(self) -> float:
-        """Render all texts once; the seconds the pass took inside the subprocess."""
-        self._send("pass")
-        reply = self._receive()
-        self.pass_s.append(reply["pass_s"])
-        self.pages = reply["pages"]
-        return reply["pass_s"]
-
-    def finish(self) -> dict[str, Any]:
-        """End the subprocess; {"pages_per_s", "chars_per_s", "pages", "chars", "calls",
-        "repeats", "pass_s_median", "startup", "fractions" (share of the passes in font loading /
-        reportlab / poppler / PNG writing), "page_px" (median width, height), "page_px_range",
-        "config", "versions"} over the passes made (at least one)."""
-        if not self.pass_s:
-            self.one_pass()
-        self._send("quit")
-        info = self._receive()
-        self.close()
-        median = statistics.median(self.pass_s)
-        chars = sum(len(t) for t in self.texts)
-        fractions = {k: v / sum(self.pass_s) for k, v in info["spent"].items()}
-        fractions["reportlab"] = max(0.0, 1.0 - sum(fractions.values()))
-        widths = sorted(w for w, _ in info["page_sizes"]) or [0]
-        heights = sorted(h for _, h in info["page_sizes"]) or [0]
-        return {
-            "pages_per_s": self.pages / median,
-            "chars_per_s": chars / median,
-            "pages": self.pages,
-            "chars": chars,
-            "calls": len(self.texts),
-            "repeats": len(self.pass_s),
-            "pass_s_median": median,
-            "startup": self.startup,
-            "fractions": fractions,
-            "page_px": [statistics.median(widths), statistics.median(heights)],
-            "page_px_range": [[widths[0], heights[0]], [widths[-1], heights[-1]]],
-            "config": info["config"],
-            "versions": info["versions"],
-        }
-
-    def close(self) -> None:
-        """Stop the subprocess if it still runs (finish() calls this)."""
-        if self._proc.poll() is None:
-            if self._proc.stdin:
-                self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        if self._proc.stdout:
-            self._proc.stdout.close()
-        self._stderr.close()
-
-    def __enter__(self) -> GlyphSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def run_glyph_renderer(
-    glyph_dir: str | os.PathLike[str],
-    texts: Sequence[str],
-    workdir: str | os.PathLike[str],
-    python: str = sys.executable,
-    lang: str = "en",
-    font_path: str | None = None,
-    seconds: float = 3.0,
-    min_repeats: int = 1,
-    max_repeats: int = 100,
-    warmup_chars: int = 2000,
-) -> dict[str, Any]:
-    """Time Glyph's own `text_to_images` (thu-coai/Glyph checkout at `glyph_dir`) on `texts`.
-
-    A `GlyphSession`: warm-up, then timed passes for about `seconds` (at least `min_repeats`);
-    the median pass counts. Returns `GlyphSession.finish()`'s dict (pages/s, chars/s, startup
-    times apart from the passes, where the time goes, page sizes, Glyph's config and versions).
-    """
-    with GlyphSession(glyph_dir, texts, workdir, python, lang, font_path, warmup_chars) as s:
-        end = time.perf_counter() + seconds
-        while len(s.pass_s) < min_repeats or (
-            time.perf_counter() < end and len(s.pass_s) < max_repeats
-        ):
-            s.one_pass()
-        return s.finish()
-
-
-def _poppler_version() -> str | None:
-    exe = shutil.which("pdftoppm")
-    if exe is None:
-        return None
-    out = subprocess.run([exe, "-v"], capture_output=True, text=True)
-    match = re.search(r"version (\S+)", out.stderr + out.stdout)
-    return match.group(1) if match else None
-
-
-def _git_commit(path: Path) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True
-        )
-    except OSError:
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 # -- the whole benchmark --------------------------------------------------------------------------
 
 
@@ -509,13 +322,7 @@ def bench_texts(
     }
     if glyph_dir is not None:
         glyph_dir = Path(glyph_dir).resolve()
-        result["glyph"] = {
-            "dir": str(glyph_dir),
-            "commit": _git_commit(glyph_dir),
-            "python": glyph_python,
-            "poppler": _poppler_version(),
-            "script": "scripts/word2png_function.py: text_to_images",
-        }
+        result["glyph"] = describe_glyph_checkout(glyph_dir, glyph_python)
     for label, text in texts.items():
         lang = label if label in SAMPLES else _lang_of(text)
         chars_per_page = len(longest_prefix_that_fits(text, config))
@@ -608,183 +415,6 @@ def _line(name: str, r: dict[str, Any]) -> str:
     )
 
 
-def _si(x: float) -> str:
-    for unit, scale in (("M", 1e6), ("k", 1e3)):
-        if x >= scale:
-            return f"{x / scale:.3g}{unit}"
-    return f"{x:.3g}"
-
-
-def _pages(x: float) -> str:
-    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
-
-
-def _page_size(value: Any) -> str:
-    """Glyph's config page size, "(595.0, 842.0)" or "595,842", as "595×842"."""
-    numbers = re.findall(r"[0-9.]+", str(value))
-    return "×".join(f"{float(n):g}" for n in numbers) if numbers else str(value)
-
-
-def render_bench_markdown(result: dict[str, Any]) -> str:
-    """The result as Markdown: one table of all paths and texts, ratios, then how each ran."""
-    cfg = result["render_config"]
-    glyph = result["glyph"]
-    lines = [
-        "# Renderer throughput",
-        "",
-        f"Command: `{result.get('command', 'vist2 bench render')}`  ",
-        f"Machine: {result['environment']['platform']}, {result['environment']['cpu_count']} "
-        f"CPUs, Python {result['environment']['python']}. One process per path; every path is "
-        "warmed up, then all paths of a text are timed in interleaved rounds (each path renders "
-        f"the whole text at least once per round, {result.get('min_rounds', 1)}+ rounds, about "
-        f"{result['seconds']:g} s per path) and the median pass counts.",
-    ]
-    env = result["environment"]
-    loads = [env.get("load_avg_1min_before"), env.get("load_avg_1min_after")]
-    if any(x is not None and x > 0.5 for x in loads):
-        lines.append(
-            f"Other processes were running (1-minute load average {loads[0]} before, "
-            f"{loads[1]} after, on {env['cpu_count']} CPUs): absolute figures are lower than on "
-            "an idle machine; the paths ran one after another in the same run."
-        )
-    lines += [
-        "",
-        "| text | path | page (px) | font | chars/page | pages/s | chars/s | chars/s vs Glyph |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    for label, entry in result["texts"].items():
-        paths = entry["paths"]
-        ref = paths.get(GLYPH_DOCUMENT)
-        for name, r in paths.items():
-            w, h = r["page_px"]
-            page = f"{w:.0f}×{h:.0f}"
-            if name.startswith("glyph"):
-                (w0, h0), (w1, h1) = r["page_px_range"]
-                page += f" (median; {w0}–{w1} × {h0}–{h1})"
-            vs = f"{r['chars_per_s'] / ref['chars_per_s']:.2f}×" if ref else "–"
-            lines.append(
-                f"| {label} | {name} | {page} | {r['font_desc']} | {r['chars_per_page']:.0f} | "
-                f"{r['pages_per_s']:.1f} | {_si(r['chars_per_s'])} | {vs} |"
-            )
-    lines += ["", "Ratios (same text, same run):", ""]
-    for label, entry in result["texts"].items():
-        ratios = ", ".join(f"{k} = {v:.2f}×" for k, v in entry["ratios"].items())
-        lines.append(f"- {label}: {ratios}")
-    lines += [
-        "",
-        "## How each path ran",
-        "",
-        f"- **atlas**, **pillow** (vist2): the default `RenderConfig` ({cfg['page_width']}×"
-        f"{cfg['page_height']} px, {cfg['font_size']} px font, auto-fit down to "
-        f"{cfg['min_font_size']} px, margin {cfg['margin']} px), chunks of what one page holds at "
-        f"{cfg['font_size']} px, rendered to numpy arrays in memory (no file written). The two "
-        "backends share the layout; only rasterisation differs.",
-    ]
-    if glyph is None:
-        lines += ["- Glyph: not run (no `--glyph-dir`)."]
-    else:
-        gc = glyph.get("config", {})
-        v = glyph.get("versions", {})
-        lines += [
-            f"- **glyph** (thu-coai/Glyph{', commit ' + glyph['commit'][:12] if glyph.get('commit') else ''}): "
-            f"its `{glyph['script']}` with its own config file (page {_page_size(gc.get('page-size'))} pt at "
-            f"{gc.get('dpi')} dpi, font {gc.get('font-size')} pt, leading {gc.get('line-height')}, "
-            f"margins {gc.get('margin-x')}/{gc.get('margin-y')}, auto-crop-width "
-            f"{gc.get('auto-crop-width')}, auto-crop-last-page {gc.get('auto-crop-last-page')}); "
-            "font WenQuanYi Micro Hei (ours) unless the path says otherwise. reportlab lays out and "
-            "writes a PDF, poppler's pdftoppm rasterises it (RGB), each page is written as a PNG "
-            "file; all of that is in the timed passes. **glyph** renders the whole text as one "
-            "document (Glyph's use: a long context -> A4 pages); **glyph-per-chunk** calls it once "
-            "per vist2 chunk (what rendering each chunk while generating asks for; each call "
-            "reloads the font and starts pdftoppm twice); **glyph-own-font** is the document run "
-            "with the font its config names.",
-            f"- Glyph ran under {glyph['python']} (Python {v.get('python')}, reportlab "
-            f"{v.get('reportlab')}, pdf2image {v.get('pdf2image')}, Pillow {v.get('pillow')}), "
-            f"poppler {glyph.get('poppler')}, in a subprocess; it started in the times below, "
-            "which are not in pages/s. The timed passes split into font loading (reportlab "
-            "parses the font file on every call), reportlab (layout + PDF), poppler (pdfinfo + "
-            "pdftoppm) and PNG writing; the last column is the rate if the PNG files were not "
-            "written (vist2's paths write none):",
-            "",
-            "| text | path | interpreter (s) | imports (s) | first call (s) | font | reportlab | "
-            "poppler | PNG write | chars/s less PNG write |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for label, entry in result["texts"].items():
-            for name, r in entry["paths"].items():
-                if not name.startswith("glyph"):
-                    continue
-                s, f = r["startup"], r["fractions"]
-                lines.append(
-                    f"| {label} | {name} | {s['interpreter_s']:.2f} | {s['import_s']:.2f} | "
-                    f"{s['warmup_s']:.2f} | {f['font']:.0%} | {f['reportlab']:.0%} | "
-                    f"{f['poppler']:.0%} | {f['png']:.0%} | "
-                    f"{_si(r['chars_per_s'] / max(1e-9, 1 - f['png']))} |"
-                )
-        for label, entry in result["texts"].items():
-            for name, why in entry.get("skipped", {}).items():
-                lines.append(f"\n{label}: {name} not run: {why}.")
-    lines += [
-        "",
-        "Pages are not the same size or density across paths, so chars/s is the like-for-like "
-        "figure; pages/s is per each path's own page.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def plot_render_bench(result: dict[str, Any], path: Path) -> Path | None:
-    """A small bar chart of chars/s per path and text (log scale); None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    labels = list(result["texts"])
-    names: list[str] = []
-    for entry in result["texts"].values():
-        names += [n for n in entry["paths"] if n not in names]
-    colors = {"atlas": "#1f77b4", "pillow": "#7fb2d9", GLYPH_DOCUMENT: "#d62728"}
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.35 * len(names) * len(labels)), dpi=100)
-    y, ticks, ticklabels = 0.0, [], []
-    for label in labels:
-        for name in names:
-            r = result["texts"][label]["paths"].get(name)
-            if r is None:
-                continue
-            ax.barh(y, r["chars_per_s"], color=colors.get(name, "#f4a3a3"), height=0.8)
-            ax.text(
-                r["chars_per_s"] * 1.08,
-                y,
-                f"{_si(r['chars_per_s'])} chars/s, {_pages(r['pages_per_s'])} pages/s",
-                va="center",
-                fontsize=7,
-            )
-            ticks.append(y)
-            ticklabels.append(f"{label} {name}")
-            y += 1
-        y += 0.6
-    ax.set_yticks(ticks, ticklabels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    lo = min(r["chars_per_s"] for e in result["texts"].values() for r in e["paths"].values())
-    hi = max(r["chars_per_s"] for e in result["texts"].values() for r in e["paths"].values())
-    ax.set_xlim(lo / 3, hi * 15)
-    ax.set_xlabel("characters rendered per second (log scale, one process)", fontsize=8)
-    ax.tick_params(axis="x", labelsize=7)
-    cfg = result["render_config"]
-    title = f"vist2 backends ({cfg['page_width']}×{cfg['page_height']} px pages)"
-    if result["glyph"]:
-        title += " vs Glyph's renderer (A4 at 72 dpi), same text"
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, pil_kwargs={"optimize": True})
-    plt.close(fig)
-    return path
-
-
 def bench_render_main(argv: Sequence[str] | None = None) -> int:
     """`vist2 bench render`: pages/s and chars/s of each renderer path, optionally vs Glyph."""
     parser = argparse.ArgumentParser(
@@ -870,14 +500,7 @@ def bench_render_main(argv: Sequence[str] | None = None) -> int:
         ratios = ", ".join(f"{k} {v:.2f}x" for k, v in entry["ratios"].items())
         print(f"{label}: {ratios}")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "render_bench.json").write_text(
-            json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        (args.out / "render_bench.md").write_text(render_bench_markdown(result), encoding="utf-8")
-        png = plot_render_bench(result, args.out / "render_bench.png")
-        written = "json, md" + (", png" if png else " (no png: matplotlib is not installed)")
-        print(f"wrote {args.out}/render_bench.{{{written}}}")
+        write_render_bench(result, args.out)
     return 0
 
 
