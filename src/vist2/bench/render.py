@@ -278,6 +278,16 @@ def _interleaved_passes(
     return rounds
 
 
+@dataclasses.dataclass(frozen=True)
+class _GlyphRuns:
+    """Which of Glyph's runs go beside our backends (`bench_texts`' glyph_* arguments)."""
+
+    checkout: Path
+    python: str
+    per_chunk: bool
+    own_font: bool
+
+
 def bench_texts(
     texts: dict[str, str],
     config: RenderConfig | None = None,
@@ -309,94 +319,155 @@ def bench_texts(
         "min_rounds": min_rounds,
         "texts": {},
         "glyph": None,
-        "environment": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "pillow": importlib.metadata.version("pillow"),
-            "numpy": importlib.metadata.version("numpy"),
-            "vist2": importlib.metadata.version("vist2"),
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "load_avg_1min_before": _load_avg(),
-        },
+        "environment": _environment(),
     }
+    glyph = None
     if glyph_dir is not None:
-        glyph_dir = Path(glyph_dir).resolve()
-        result["glyph"] = describe_glyph_checkout(glyph_dir, glyph_python)
+        checkout = Path(glyph_dir).resolve()
+        glyph = _GlyphRuns(checkout, glyph_python, glyph_per_chunk, glyph_own_font)
+        result["glyph"] = describe_glyph_checkout(checkout, glyph_python)
     for label, text in texts.items():
-        lang = label if label in SAMPLES else _lang_of(text)
-        chars_per_page = len(longest_prefix_that_fits(text, config))
-        chunks = split_chunks(text, chars_per_page, max_pages)
-        log(
-            f"{label}: {len(chunks)} chunks of {chars_per_page} characters (what one default "
-            f"page holds at {config.font_size} px)"
+        entry = _bench_text(
+            label,
+            text,
+            config,
+            font,
+            seconds=seconds,
+            max_pages=max_pages,
+            min_rounds=min_rounds,
+            glyph=glyph,
+            log=log,
         )
-        entry: dict[str, Any] = {
-            "lang": lang,
-            "chars_per_page": chars_per_page,
-            "chunks": len(chunks),
-            "chars": sum(len(normalize_text(c)) for c in chunks),
-        }
-        runners: dict[str, Any] = {b: _OurBackend(chunks, config, b) for b in BACKENDS}
-        fonts = {b: font for b in BACKENDS}
-        with contextlib.ExitStack() as stack:
-            if glyph_dir is not None:
-                # Glyph splits paragraphs on "\n" only: give it the newlines our renderer lays out.
-                glyph_chunks = [normalize_text(c) for c in chunks]
-                runs = [(GLYPH_DOCUMENT, ["".join(glyph_chunks)], font)]
-                if glyph_per_chunk:
-                    runs.append((GLYPH_PER_CHUNK, glyph_chunks, font))
-                own = glyph_config_font(glyph_dir, lang)
-                if glyph_own_font and own.is_file() and own != Path(font).resolve():
-                    runs.append((GLYPH_OWN_FONT, ["".join(glyph_chunks)], str(own)))
-                elif glyph_own_font:
-                    entry["skipped"] = {
-                        GLYPH_OWN_FONT: f"{own.name} (named by config_{lang}.json) is not in "
-                        "the checkout"
-                    }
-                for name, glyph_texts, glyph_font in runs:
-                    work = stack.enter_context(tempfile.TemporaryDirectory(prefix="vist2-glyph-"))
-                    runners[name] = stack.enter_context(
-                        GlyphSession(glyph_dir, glyph_texts, work, glyph_python, lang, glyph_font)
-                    )
-                    fonts[name] = glyph_font
-            entry["rounds"] = _interleaved_passes(runners, seconds, min_rounds)
-            paths = {name: runner.finish() for name, runner in runners.items()}
-        for name, r in paths.items():
-            r["chars_per_page"] = r["chars"] / r["pages"]
-            if name in BACKENDS:
-                r["page_px"] = [config.page_width, config.page_height]
-                r["font_desc"] = (
-                    f"{Path(font).name}, {config.font_size} px (auto-fit to {config.min_font_size})"
-                )
-            else:
-                c = r["config"]
-                r["font_desc"] = (
-                    f"{Path(fonts[name]).name}, {c.get('font-size')} pt at {c.get('dpi')} dpi, "
-                    f"leading {c.get('line-height')}"
-                )
-            log(_line(name, r))
-        entry["paths"] = paths
-        ratios = {"atlas/pillow": paths["atlas"]["pages_per_s"] / paths["pillow"]["pages_per_s"]}
-        if GLYPH_DOCUMENT in paths:
-            g = paths[GLYPH_DOCUMENT]
-            for p in (*BACKENDS, GLYPH_PER_CHUNK):
-                if p in paths:
-                    ratios[f"{p}/{GLYPH_DOCUMENT} chars/s"] = (
-                        paths[p]["chars_per_s"] / g["chars_per_s"]
-                    )
-            for p in BACKENDS:
-                ratios[f"{p}/{GLYPH_DOCUMENT} pages/s"] = paths[p]["pages_per_s"] / g["pages_per_s"]
-            if GLYPH_PER_CHUNK in paths:
-                ratios[f"atlas/{GLYPH_PER_CHUNK} pages/s"] = (
-                    paths["atlas"]["pages_per_s"] / paths[GLYPH_PER_CHUNK]["pages_per_s"]
-                )
-            result["glyph"].setdefault("versions", {}).update(g["versions"])
-            result["glyph"]["config"] = {k: v for k, v in g["config"].items() if k != "font-path"}
-        entry["ratios"] = ratios
+        if GLYPH_DOCUMENT in entry["paths"]:
+            _record_glyph_setup(result["glyph"], entry["paths"][GLYPH_DOCUMENT])
         result["texts"][label] = entry
     result["environment"]["load_avg_1min_after"] = _load_avg()
     return result
+
+
+def _environment() -> dict[str, Any]:
+    """The machine and versions the figures come from, and its load before the run."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "pillow": importlib.metadata.version("pillow"),
+        "numpy": importlib.metadata.version("numpy"),
+        "vist2": importlib.metadata.version("vist2"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "load_avg_1min_before": _load_avg(),
+    }
+
+
+def _bench_text(
+    label: str,
+    text: str,
+    config: RenderConfig,
+    font: str,
+    *,
+    seconds: float,
+    max_pages: int,
+    min_rounds: int,
+    glyph: _GlyphRuns | None,
+    log,
+) -> dict[str, Any]:
+    """One text, every path: its entry of the result ({"lang", "chars_per_page", "chunks",
+    "chars", "skipped" (when a Glyph run was left out), "rounds", "paths", "ratios"})."""
+    lang = label if label in SAMPLES else _lang_of(text)
+    chars_per_page = len(longest_prefix_that_fits(text, config))
+    chunks = split_chunks(text, chars_per_page, max_pages)
+    log(
+        f"{label}: {len(chunks)} chunks of {chars_per_page} characters (what one default "
+        f"page holds at {config.font_size} px)"
+    )
+    entry: dict[str, Any] = {
+        "lang": lang,
+        "chars_per_page": chars_per_page,
+        "chunks": len(chunks),
+        "chars": sum(len(normalize_text(c)) for c in chunks),
+    }
+    runners: dict[str, Any] = {b: _OurBackend(chunks, config, b) for b in BACKENDS}  # warmed up
+    fonts = {b: font for b in BACKENDS}
+    with contextlib.ExitStack() as stack:
+        if glyph is not None:
+            runs, skipped = _glyph_runs(glyph, chunks, lang, font)
+            if skipped:
+                entry["skipped"] = skipped
+            for name, glyph_texts, glyph_font in runs:
+                work = stack.enter_context(tempfile.TemporaryDirectory(prefix="vist2-glyph-"))
+                runners[name] = stack.enter_context(
+                    GlyphSession(glyph.checkout, glyph_texts, work, glyph.python, lang, glyph_font)
+                )
+                fonts[name] = glyph_font
+        entry["rounds"] = _interleaved_passes(runners, seconds, min_rounds)
+        paths = {name: runner.finish() for name, runner in runners.items()}
+    for name, r in paths.items():
+        _add_page_and_font(r, name, config, fonts[name])
+        log(_line(name, r))
+    entry["paths"] = paths
+    entry["ratios"] = _ratios(paths)
+    return entry
+
+
+def _glyph_runs(
+    glyph: _GlyphRuns, chunks: list[str], lang: str, font: str
+) -> tuple[list[tuple[str, list[str], str]], dict[str, str]]:
+    """Glyph's runs on a text's chunks as (path name, texts, font), and {path name: why} for a
+    run left out."""
+    # Glyph splits paragraphs on "\n" only: give it the newlines our renderer lays out.
+    glyph_chunks = [normalize_text(c) for c in chunks]
+    runs = [(GLYPH_DOCUMENT, ["".join(glyph_chunks)], font)]
+    if glyph.per_chunk:
+        runs.append((GLYPH_PER_CHUNK, glyph_chunks, font))
+    skipped = {}
+    own = glyph_config_font(glyph.checkout, lang)
+    if glyph.own_font and own.is_file() and own != Path(font).resolve():
+        runs.append((GLYPH_OWN_FONT, ["".join(glyph_chunks)], str(own)))
+    elif glyph.own_font:
+        skipped[GLYPH_OWN_FONT] = f"{own.name} (named by config_{lang}.json) is not in the checkout"
+    return runs, skipped
+
+
+def _add_page_and_font(r: dict[str, Any], name: str, config: RenderConfig, font: str) -> None:
+    """Add "chars_per_page", "page_px" (Glyph's sessions measure theirs) and "font_desc" to the
+    result `r` of path `name`."""
+    r["chars_per_page"] = r["chars"] / r["pages"]
+    if name in BACKENDS:
+        r["page_px"] = [config.page_width, config.page_height]
+        r["font_desc"] = (
+            f"{Path(font).name}, {config.font_size} px (auto-fit to {config.min_font_size})"
+        )
+    else:
+        c = r["config"]
+        r["font_desc"] = (
+            f"{Path(font).name}, {c.get('font-size')} pt at {c.get('dpi')} dpi, "
+            f"leading {c.get('line-height')}"
+        )
+
+
+def _ratios(paths: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """atlas/pillow pages/s, and with Glyph: each path against Glyph's document run (chars/s,
+    and pages/s for ours), and atlas against Glyph per chunk (pages/s)."""
+    ratios = {"atlas/pillow": paths["atlas"]["pages_per_s"] / paths["pillow"]["pages_per_s"]}
+    if GLYPH_DOCUMENT in paths:
+        g = paths[GLYPH_DOCUMENT]
+        for p in (*BACKENDS, GLYPH_PER_CHUNK):
+            if p in paths:
+                ratios[f"{p}/{GLYPH_DOCUMENT} chars/s"] = paths[p]["chars_per_s"] / g["chars_per_s"]
+        for p in BACKENDS:
+            ratios[f"{p}/{GLYPH_DOCUMENT} pages/s"] = paths[p]["pages_per_s"] / g["pages_per_s"]
+        if GLYPH_PER_CHUNK in paths:
+            ratios[f"atlas/{GLYPH_PER_CHUNK} pages/s"] = (
+                paths["atlas"]["pages_per_s"] / paths[GLYPH_PER_CHUNK]["pages_per_s"]
+            )
+    return ratios
+
+
+def _record_glyph_setup(glyph: dict[str, Any], document: dict[str, Any]) -> None:
+    """Glyph's versions and config (less the font, which is per path) as its document run
+    reported them, into the result's "glyph" entry."""
+    glyph.setdefault("versions", {}).update(document["versions"])
+    glyph["config"] = {k: v for k, v in document["config"].items() if k != "font-path"}
 
 
 def _load_avg() -> float | None:
