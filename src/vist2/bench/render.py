@@ -488,6 +488,38 @@ def _line(name: str, r: dict[str, Any]) -> str:
 
 def bench_render_main(argv: Sequence[str] | None = None) -> int:
     """`vist2 bench render`: pages/s and chars/s of each renderer path, optionally vs Glyph."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    config = RenderConfig()
+    if args.write_examples:
+        write_example_pages(args.write_examples, config, args.corpora)
+        return 0
+    if args.seconds < 0 or args.max_pages < 1 or args.min_rounds < 1:
+        parser.error("--seconds must be >= 0, --max-pages and --min-rounds >= 1")
+    texts = _read_texts(args.text, args.corpora)
+    print(f"config: {config.to_dict()}")
+    result = bench_texts(
+        texts,
+        config,
+        seconds=args.seconds,
+        max_pages=args.max_pages,
+        glyph_dir=args.glyph_dir,
+        glyph_python=args.glyph_python,
+        glyph_per_chunk=not args.no_glyph_per_chunk,
+        glyph_own_font=not args.no_glyph_own_font,
+        min_rounds=args.min_rounds,
+    )
+    if result["glyph"] is not None and args.glyph_commit:
+        result["glyph"]["commit"] = result["glyph"]["commit"] or args.glyph_commit
+    result["command"] = _command_line(argv)
+    _print_ratios(result)
+    if args.out:
+        write_render_bench(result, args.out)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The options of `vist2 bench render` / `python -m vist2.bench.render`."""
     parser = argparse.ArgumentParser(
         prog="vist2 bench render",
         description="Pages/s and characters/s of vist2's renderer backends at the default page "
@@ -535,44 +567,33 @@ def bench_render_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--write-examples", type=Path, help="only write page_en.png/page_zh.png here"
     )
-    args = parser.parse_args(argv)
-    config = RenderConfig()
-    if args.write_examples:
-        write_example_pages(args.write_examples, config, args.corpora)
-        return 0
-    if args.seconds < 0 or args.max_pages < 1 or args.min_rounds < 1:
-        parser.error("--seconds must be >= 0, --max-pages and --min-rounds >= 1")
-    if args.text:
-        texts = {}
-        for path in args.text:
-            with path.open(encoding="utf-8", newline="") as f:
-                texts[path.stem] = f.read()[:SAMPLE_CHARS]
-    else:
-        texts = {lang: read_sample(lang, SAMPLE_CHARS, args.corpora) for lang in SAMPLES}
-    print(f"config: {config.to_dict()}")
-    result = bench_texts(
-        texts,
-        config,
-        seconds=args.seconds,
-        max_pages=args.max_pages,
-        glyph_dir=args.glyph_dir,
-        glyph_python=args.glyph_python,
-        glyph_per_chunk=not args.no_glyph_per_chunk,
-        glyph_own_font=not args.no_glyph_own_font,
-        min_rounds=args.min_rounds,
-    )
-    if result["glyph"] is not None and args.glyph_commit:
-        result["glyph"]["commit"] = result["glyph"]["commit"] or args.glyph_commit
-    # How it was started: `vist2 bench render` passes argv; `python -m` leaves it None.
+    return parser
+
+
+def _read_texts(files: list[Path] | None, corpora: Path) -> dict[str, str]:
+    """{label: text}: the first SAMPLE_CHARS characters of each file (labelled by its stem), or
+    without files the English and Chinese samples from `corpora`."""
+    if not files:
+        return {lang: read_sample(lang, SAMPLE_CHARS, corpora) for lang in SAMPLES}
+    texts = {}
+    for path in files:
+        with path.open(encoding="utf-8", newline="") as f:
+            texts[path.stem] = f.read()[:SAMPLE_CHARS]
+    return texts
+
+
+def _command_line(argv: Sequence[str] | None) -> str:
+    """How the benchmark was started: `vist2 bench render` passes argv; `python -m` leaves it
+    None (the options are then in sys.argv)."""
     given = sys.argv[1:] if argv is None else [a for a in argv if a != "--"]
     prefix = "python -m vist2.bench.render" if argv is None else "vist2 bench render"
-    result["command"] = " ".join([prefix, *given])
+    return " ".join([prefix, *given])
+
+
+def _print_ratios(result: dict[str, Any]) -> None:
     for label, entry in result["texts"].items():
         ratios = ", ".join(f"{k} {v:.2f}x" for k, v in entry["ratios"].items())
         print(f"{label}: {ratios}")
-    if args.out:
-        write_render_bench(result, args.out)
-    return 0
 
 
 def main() -> None:
