@@ -37,19 +37,37 @@ def _page_size(value: Any) -> str:
 
 def render_bench_markdown(result: dict[str, Any]) -> str:
     """The result as Markdown: one table of all paths and texts, ratios, then how each ran."""
-    cfg = result["render_config"]
-    glyph = result["glyph"]
+    lines = _intro(result)
+    lines += ["", *_throughput_table(result)]
+    lines += ["", "Ratios (same text, same run):", "", *_ratio_list(result)]
+    lines += ["", "## How each path ran", "", _how_ours_ran(result["render_config"])]
+    if result["glyph"] is None:
+        lines += ["- Glyph: not run (no `--glyph-dir`)."]
+    else:
+        lines += [*_how_glyph_ran(result["glyph"]), "", *_glyph_time_table(result)]
+        lines += _skipped_runs(result)
+    lines += [
+        "",
+        "Pages are not the same size or density across paths, so chars/s is the like-for-like "
+        "figure; pages/s is per each path's own page.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _intro(result: dict[str, Any]) -> list[str]:
+    """Title, command, machine and method, and a note when other processes were running."""
+    env = result["environment"]
     lines = [
         "# Renderer throughput",
         "",
         f"Command: `{result.get('command', 'vist2 bench render')}`  ",
-        f"Machine: {result['environment']['platform']}, {result['environment']['cpu_count']} "
-        f"CPUs, Python {result['environment']['python']}. One process per path; every path is "
-        "warmed up, then all paths of a text are timed in interleaved rounds (each path renders "
-        f"the whole text at least once per round, {result.get('min_rounds', 1)}+ rounds, about "
-        f"{result['seconds']:g} s per path) and the median pass counts.",
+        f"Machine: {env['platform']}, {env['cpu_count']} CPUs, Python {env['python']}. One "
+        "process per path; every path is warmed up, then all paths of a text are timed in "
+        "interleaved rounds (each path renders the whole text at least once per round, "
+        f"{result.get('min_rounds', 1)}+ rounds, about {result['seconds']:g} s per path) and the "
+        "median pass counts.",
     ]
-    env = result["environment"]
     loads = [env.get("load_avg_1min_before"), env.get("load_avg_1min_after")]
     if any(x is not None and x > 0.5 for x in loads):
         lines.append(
@@ -57,8 +75,12 @@ def render_bench_markdown(result: dict[str, Any]) -> str:
             f"{loads[1]} after, on {env['cpu_count']} CPUs): absolute figures are lower than on "
             "an idle machine; the paths ran one after another in the same run."
         )
-    lines += [
-        "",
+    return lines
+
+
+def _throughput_table(result: dict[str, Any]) -> list[str]:
+    """One row per text and path: page size, font, chars/page, pages/s, chars/s, vs Glyph."""
+    lines = [
         "| text | path | page (px) | font | chars/page | pages/s | chars/s | chars/s vs Glyph |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
@@ -76,71 +98,82 @@ def render_bench_markdown(result: dict[str, Any]) -> str:
                 f"| {label} | {name} | {page} | {r['font_desc']} | {r['chars_per_page']:.0f} | "
                 f"{r['pages_per_s']:.1f} | {_si(r['chars_per_s'])} | {vs} |"
             )
-    lines += ["", "Ratios (same text, same run):", ""]
+    return lines
+
+
+def _ratio_list(result: dict[str, Any]) -> list[str]:
+    lines = []
     for label, entry in result["texts"].items():
         ratios = ", ".join(f"{k} = {v:.2f}×" for k, v in entry["ratios"].items())
         lines.append(f"- {label}: {ratios}")
-    lines += [
-        "",
-        "## How each path ran",
-        "",
+    return lines
+
+
+def _how_ours_ran(cfg: dict[str, Any]) -> str:
+    return (
         f"- **atlas**, **pillow** (vist2): the default `RenderConfig` ({cfg['page_width']}×"
         f"{cfg['page_height']} px, {cfg['font_size']} px font, auto-fit down to "
         f"{cfg['min_font_size']} px, margin {cfg['margin']} px), chunks of what one page holds at "
         f"{cfg['font_size']} px, rendered to numpy arrays in memory (no file written). The two "
-        "backends share the layout; only rasterisation differs.",
+        "backends share the layout; only rasterisation differs."
+    )
+
+
+def _how_glyph_ran(glyph: dict[str, Any]) -> list[str]:
+    """Glyph's checkout, config and paths, then the Python and versions it ran under."""
+    gc = glyph.get("config", {})
+    v = glyph.get("versions", {})
+    commit = f", commit {glyph['commit'][:12]}" if glyph.get("commit") else ""
+    return [
+        f"- **glyph** (thu-coai/Glyph{commit}): "
+        f"its `{glyph['script']}` with its own config file (page {_page_size(gc.get('page-size'))} pt at "
+        f"{gc.get('dpi')} dpi, font {gc.get('font-size')} pt, leading {gc.get('line-height')}, "
+        f"margins {gc.get('margin-x')}/{gc.get('margin-y')}, auto-crop-width "
+        f"{gc.get('auto-crop-width')}, auto-crop-last-page {gc.get('auto-crop-last-page')}); "
+        "font WenQuanYi Micro Hei (ours) unless the path says otherwise. reportlab lays out and "
+        "writes a PDF, poppler's pdftoppm rasterises it (RGB), each page is written as a PNG "
+        "file; all of that is in the timed passes. **glyph** renders the whole text as one "
+        "document (Glyph's use: a long context -> A4 pages); **glyph-per-chunk** calls it once "
+        "per vist2 chunk (what rendering each chunk while generating asks for; each call "
+        "reloads the font and starts pdftoppm twice); **glyph-own-font** is the document run "
+        "with the font its config names.",
+        f"- Glyph ran under {glyph['python']} (Python {v.get('python')}, reportlab "
+        f"{v.get('reportlab')}, pdf2image {v.get('pdf2image')}, Pillow {v.get('pillow')}), "
+        f"poppler {glyph.get('poppler')}, in a subprocess; it started in the times below, "
+        "which are not in pages/s. The timed passes split into font loading (reportlab "
+        "parses the font file on every call), reportlab (layout + PDF), poppler (pdfinfo + "
+        "pdftoppm) and PNG writing; the last column is the rate if the PNG files were not "
+        "written (vist2's paths write none):",
     ]
-    if glyph is None:
-        lines += ["- Glyph: not run (no `--glyph-dir`)."]
-    else:
-        gc = glyph.get("config", {})
-        v = glyph.get("versions", {})
-        lines += [
-            f"- **glyph** (thu-coai/Glyph{', commit ' + glyph['commit'][:12] if glyph.get('commit') else ''}): "
-            f"its `{glyph['script']}` with its own config file (page {_page_size(gc.get('page-size'))} pt at "
-            f"{gc.get('dpi')} dpi, font {gc.get('font-size')} pt, leading {gc.get('line-height')}, "
-            f"margins {gc.get('margin-x')}/{gc.get('margin-y')}, auto-crop-width "
-            f"{gc.get('auto-crop-width')}, auto-crop-last-page {gc.get('auto-crop-last-page')}); "
-            "font WenQuanYi Micro Hei (ours) unless the path says otherwise. reportlab lays out and "
-            "writes a PDF, poppler's pdftoppm rasterises it (RGB), each page is written as a PNG "
-            "file; all of that is in the timed passes. **glyph** renders the whole text as one "
-            "document (Glyph's use: a long context -> A4 pages); **glyph-per-chunk** calls it once "
-            "per vist2 chunk (what rendering each chunk while generating asks for; each call "
-            "reloads the font and starts pdftoppm twice); **glyph-own-font** is the document run "
-            "with the font its config names.",
-            f"- Glyph ran under {glyph['python']} (Python {v.get('python')}, reportlab "
-            f"{v.get('reportlab')}, pdf2image {v.get('pdf2image')}, Pillow {v.get('pillow')}), "
-            f"poppler {glyph.get('poppler')}, in a subprocess; it started in the times below, "
-            "which are not in pages/s. The timed passes split into font loading (reportlab "
-            "parses the font file on every call), reportlab (layout + PDF), poppler (pdfinfo + "
-            "pdftoppm) and PNG writing; the last column is the rate if the PNG files were not "
-            "written (vist2's paths write none):",
-            "",
-            "| text | path | interpreter (s) | imports (s) | first call (s) | font | reportlab | "
-            "poppler | PNG write | chars/s less PNG write |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for label, entry in result["texts"].items():
-            for name, r in entry["paths"].items():
-                if not name.startswith("glyph"):
-                    continue
-                s, f = r["startup"], r["fractions"]
-                lines.append(
-                    f"| {label} | {name} | {s['interpreter_s']:.2f} | {s['import_s']:.2f} | "
-                    f"{s['warmup_s']:.2f} | {f['font']:.0%} | {f['reportlab']:.0%} | "
-                    f"{f['poppler']:.0%} | {f['png']:.0%} | "
-                    f"{_si(r['chars_per_s'] / max(1e-9, 1 - f['png']))} |"
-                )
-        for label, entry in result["texts"].items():
-            for name, why in entry.get("skipped", {}).items():
-                lines.append(f"\n{label}: {name} not run: {why}.")
-    lines += [
-        "",
-        "Pages are not the same size or density across paths, so chars/s is the like-for-like "
-        "figure; pages/s is per each path's own page.",
-        "",
+
+
+def _glyph_time_table(result: dict[str, Any]) -> list[str]:
+    """Per Glyph path: startup times, shares of the timed passes, chars/s less PNG writing."""
+    lines = [
+        "| text | path | interpreter (s) | imports (s) | first call (s) | font | reportlab | "
+        "poppler | PNG write | chars/s less PNG write |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    return "\n".join(lines)
+    for label, entry in result["texts"].items():
+        for name, r in entry["paths"].items():
+            if not name.startswith("glyph"):
+                continue
+            s, f = r["startup"], r["fractions"]
+            lines.append(
+                f"| {label} | {name} | {s['interpreter_s']:.2f} | {s['import_s']:.2f} | "
+                f"{s['warmup_s']:.2f} | {f['font']:.0%} | {f['reportlab']:.0%} | "
+                f"{f['poppler']:.0%} | {f['png']:.0%} | "
+                f"{_si(r['chars_per_s'] / max(1e-9, 1 - f['png']))} |"
+            )
+    return lines
+
+
+def _skipped_runs(result: dict[str, Any]) -> list[str]:
+    return [
+        f"\n{label}: {name} not run: {why}."
+        for label, entry in result["texts"].items()
+        for name, why in entry.get("skipped", {}).items()
+    ]
 
 
 def plot_render_bench(result: dict[str, Any], path: Path) -> Path | None:
