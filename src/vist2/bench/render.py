@@ -13,9 +13,10 @@ What is notable here
   (`config/config_en.json` or `config_zh.json`, A4 at 72 dpi, 9 pt font) and times
   `text_to_images`: interpreter start, imports and the first call are reported apart from the
   timed passes, and the passes are split into font loading, reportlab (layout + PDF), poppler
-  (rasterisation) and PNG writing by timing wrappers around the functions its module calls. Glyph is run two ways: "document" (the whole
-  text in one call -> A4 pages, how Glyph renders a long context) and "per chunk" (one call per
-  vist2 chunk, what a renderer is asked for while generating).
+  (rasterisation) and PNG writing by timing wrappers around the functions its module calls.
+  Glyph is run two ways: "document" (the whole text in one call -> A4 pages, how Glyph renders a
+  long context) and "per chunk" (one call per vist2 chunk, what a renderer is asked for while
+  generating).
 - Pages differ in size and density between the paths (512x512 px vs cropped A4 at 72 dpi), so
   characters/s is the like-for-like figure; pages/s is reported with each path's page size and
   characters per page.
@@ -23,6 +24,9 @@ What is notable here
   Moby Dick, Chinese: Hongloumeng) with the default `RenderConfig`; `--out DIR` writes
   render_bench.json, render_bench.md and render_bench.png. `--write-examples DIR` writes the two
   example pages shown in docs/ (page_en.png, page_zh.png).
+- This module measures and holds the command; Glyph's subprocess is driven by render_glyph.py
+  (its harness, run under Glyph's Python, is render_glyph_worker.py) and the Markdown table and
+  chart are written by render_report.py.
 """
 
 from __future__ import annotations
@@ -100,7 +104,6 @@ SAMPLES = {
     "zh": ("zh/hongloumeng.txt", "第一回  甄士隐"),
 }
 SAMPLE_CHARS = 400_000
-# The Glyph paths, in the order they are run and shown.
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
@@ -484,6 +487,9 @@ def _line(name: str, r: dict[str, Any]) -> str:
         f"  {name:>15}: {r['pages_per_s']:8.1f} pages/s {r['chars_per_s']:11.0f} chars/s "
         f"({r['chars_per_page']:.0f} chars/page, {w:.0f}x{h:.0f} px, {r['repeats']} passes)"
     )
+
+
+# -- the command ----------------------------------------------------------------------------------
 
 
 def bench_render_main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,8 @@
-"""The render benchmark's result as a Markdown table and a bar chart (render_bench.md, .png).
+"""The render benchmark's result as files: render_bench.json, .md (tables) and .png (a chart).
 
 What is notable here
-- Both read only the JSON-able result of `vist2.bench.render.bench_texts`, so a saved
-  render_bench.json can be turned into the table and chart again without rendering anything.
+- The table and the chart read only the JSON-able result of `vist2.bench.render.bench_texts`,
+  so a saved render_bench.json can be turned into both again without rendering anything.
 - chars/s is the like-for-like figure (pages differ in size and density across paths); Glyph's
   document run is the reference column, and its startup and where its time goes get their own
   table.
