@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,12 +53,21 @@ def pct(value: float | None) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    """A GitHub Markdown table: the first column (a label) left-aligned, the figures right."""
-    align = ["---"] + ["---:"] * (len(header) - 1)
+    """A GitHub Markdown table: figures right-aligned, words left (judged by the first row)."""
+    first = rows[0] if rows else [""] * len(header)
+    align = ["---:" if _is_figure(v) else "---" for v in first]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     for row in rows:
         lines.append("| " + " | ".join(fmt(v) if not isinstance(v, str) else v for v in row) + " |")
     return "\n".join(lines)
+
+
+def _is_figure(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    return bool(re.fullmatch(r"[-+\d.,]+( %)?|n/a", str(value)))
 
 
 def data_lines(parts: Sequence[dict]) -> list[str]:
