@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from rapidfuzz.distance import Levenshtein, LCSseq
+from rapidfuzz.distance import LCSseq, Levenshtein
 
 _CJK = "\u3000-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff"
 _UNITS = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")

@@ -274,7 +274,9 @@ def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
     by_lang: dict[str, list[float]] = {}
     for r in results:
         by_lang.setdefault(r.page.language, []).append(r.score.character_accuracy)
-    histogram_png(by_lang, "character accuracy (1 - CER)", "OCR: pages read back", out / "ocr_hist.png")
+    histogram_png(
+        by_lang, "character accuracy (1 - CER)", "OCR: pages read back", out / "ocr_hist.png"
+    )
     (out / "ocr.md").write_text(ocr_markdown(report), encoding="utf-8")
     return report
 
@@ -309,7 +311,10 @@ def ocr_markdown(report: dict) -> str:
         *data_lines(report["data"]),
     ]
     if report["skipped_pages"]:
-        lines += ["", f"{len(report['skipped_pages'])} page(s) could not be rendered (see ocr.json)."]
+        lines += [
+            "",
+            f"{len(report['skipped_pages'])} page(s) could not be rendered (see ocr.json).",
+        ]
     lines += ["", "## Worst pages", "", "Diff: `[-expected, not read-]{+read, not expected+}`.", ""]
     for w in report["worst"]:
         lines += [

@@ -59,7 +59,9 @@ def olm_windows(
     per_doc = []
     for doc in docs:
         ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
-        per_doc.append([(doc.source, ids[i : i + length]) for i in range(0, len(ids) - length + 1, length)])
+        per_doc.append(
+            [(doc.source, ids[i : i + length]) for i in range(0, len(ids) - length + 1, length)]
+        )
     windows: list[Window] = []
     for turn in range(max((len(w) for w in per_doc), default=0)):
         for doc_windows in per_doc:
@@ -92,10 +94,16 @@ def window_layout(
     return layout, texts
 
 
-def nll_from_logits(logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, batch: int) -> list[float]:
+def nll_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, batch: int
+) -> list[float]:
     """Summed NLL per row. logits (n, V), labels (n,), rows (n,) the batch row of each."""
     nll = F.cross_entropy(logits.float(), labels, reduction="none")  # [n]
-    return torch.zeros(batch, dtype=torch.float64).index_add_(0, rows.cpu(), nll.double().cpu()).tolist()
+    return (
+        torch.zeros(batch, dtype=torch.float64)
+        .index_add_(0, rows.cpu(), nll.double().cpu())
+        .tolist()
+    )
 
 
 @torch.inference_mode()
@@ -168,7 +176,9 @@ def score_baseline(model, tokenizer, pairs: Sequence[tuple[str, str]]) -> list[t
         labels[i, max(n_prefix - 1, 0) : len(seq) - 1] = torch.tensor(seq[max(n_prefix, 1) :])
     logits = model(input_ids=ids.to(device), attention_mask=valid.long().to(device)).logits
     keep = labels != IGNORE_INDEX  # [B, L]
-    sums = nll_from_logits(logits[keep.to(device)], labels[keep].to(device), keep.nonzero()[:, 0], len(seqs))
+    sums = nll_from_logits(
+        logits[keep.to(device)], labels[keep].to(device), keep.nonzero()[:, 0], len(seqs)
+    )
     return list(zip(sums, keep.sum(dim=1).tolist(), strict=True))
 
 
@@ -222,7 +232,9 @@ def run_olm(run: OLMRun) -> dict:
         for policy in POLICIES:
             start = time.perf_counter()
             laid = [window_layout(w, run.prefix, policy, tokenizer, k, beta) for w in batch]
-            sums = score_batch(model, renderer, [lay for lay, _ in laid], [t for _, ts in laid for t in ts])
+            sums = score_batch(
+                model, renderer, [lay for lay, _ in laid], [t for _, ts in laid for t in ts]
+            )
             totals[policy] += sum(sums)
             counts[policy] += sum(int((lay.labels != IGNORE_INDEX).sum()) for lay, _ in laid)
             seconds[policy] += time.perf_counter() - start
@@ -282,21 +294,24 @@ def olm_markdown(report: dict) -> str:
         for name, r in report["results"].items()
     ]
     header = ["reading", "context", "perplexity", "bits / character", "scored tokens"]
-    return "\n".join(
-        [
-            f"# Optical LM: `{report['model']}`",
-            "",
-            f"{report['windows']} windows of {report['prefix_tokens']} prefix + "
-            f"{report['continue_tokens']} continuation tokens; K = {report['chunk_tokens']}, "
-            f"β = {report['visual_tokens_per_page']} (r = {report['compression_ratio']:g}); "
-            f"vocabulary {report['vocab_size']:,} (chance perplexity).",
-            "",
-            markdown_table(header, rows),
-            "",
-            f"Perplexity ratio global / none: **{report['ratio_global_over_none']:.3f}** "
-            "(1.0 = pages keep everything text keeps).",
-            "",
-            f"Data ({report['split']} part):",
-            *data_lines(report["data"]),
-        ]
-    ) + "\n"
+    return (
+        "\n".join(
+            [
+                f"# Optical LM: `{report['model']}`",
+                "",
+                f"{report['windows']} windows of {report['prefix_tokens']} prefix + "
+                f"{report['continue_tokens']} continuation tokens; K = {report['chunk_tokens']}, "
+                f"β = {report['visual_tokens_per_page']} (r = {report['compression_ratio']:g}); "
+                f"vocabulary {report['vocab_size']:,} (chance perplexity).",
+                "",
+                markdown_table(header, rows),
+                "",
+                f"Perplexity ratio global / none: **{report['ratio_global_over_none']:.3f}** "
+                "(1.0 = pages keep everything text keeps).",
+                "",
+                f"Data ({report['split']} part):",
+                *data_lines(report["data"]),
+            ]
+        )
+        + "\n"
+    )

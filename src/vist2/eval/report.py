@@ -89,7 +89,9 @@ def _pyplot():
     return plt
 
 
-def histogram_png(values_by_group: dict[str, list[float]], xlabel: str, title: str, path: Path) -> None:
+def histogram_png(
+    values_by_group: dict[str, list[float]], xlabel: str, title: str, path: Path
+) -> None:
     """One histogram per group (e.g. per language) of per-page scores in [0, 1]."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -115,8 +117,9 @@ def heatmap_png(
     """One accuracy heat map per policy: rows = context length, columns = needle depth."""
     plt = _pyplot()
     n = len(grids)
-    fig, axes = plt.subplots(1, n, figsize=(1.2 + 0.7 * len(depths) * n + 1.5, 0.5 * len(lengths) + 2))
-    axes = [axes] if n == 1 else list(axes)
+    width = 2.0 + (0.8 * len(depths) + 0.8) * n
+    fig, axes = plt.subplots(1, n, figsize=(width, 0.5 * len(lengths) + 2.5), squeeze=False)
+    axes = list(axes[0])
     image = None
     for ax, (policy, grid) in zip(axes, grids.items(), strict=True):
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
@@ -128,7 +131,7 @@ def heatmap_png(
             for j, v in enumerate(row):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
     axes[0].set_ylabel("context tokens")
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)
     fig.colorbar(image, ax=axes, shrink=0.8, label="accuracy")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
