@@ -157,15 +157,30 @@ def load_baseline(path: str, device: str, dtype: torch.dtype | None):
     return model, tokenizer
 
 
-@torch.inference_mode()
-def score_baseline(model, tokenizer, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
-    """(summed NLL, scored tokens) of each (prefix text, continuation text) under a plain LM."""
-    device = next(model.parameters()).device
+def baseline_sequences(
+    tokenizer, baseline_tokenizer, windows: Sequence[Window], prefix: int
+) -> tuple[list[tuple[list[int], int]], str]:
+    """(token ids, prefix length) of each window for the baseline, and how they were made: the
+    model's own ids when the vocabularies agree (perplexities then compare directly), else the
+    baseline's tokenization of the prefix and continuation texts (compare bits per character)."""
+    if baseline_tokenizer.get_vocab() == tokenizer.get_vocab():
+        return [(list(w.token_ids), prefix) for w in windows], "the model's token ids"
     seqs = []
-    for prefix, cont in pairs:
-        p = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        c = tokenizer(cont, add_special_tokens=False)["input_ids"]
+    for w in windows:
+        p_text, c_text = (
+            tokenizer.decode(w.token_ids[:prefix]),
+            tokenizer.decode(w.token_ids[prefix:]),
+        )
+        p = baseline_tokenizer(p_text, add_special_tokens=False)["input_ids"]
+        c = baseline_tokenizer(c_text, add_special_tokens=False)["input_ids"]
         seqs.append((p + c, len(p)))
+    return seqs, "its own tokenizer (prefix and continuation texts)"
+
+
+@torch.inference_mode()
+def score_baseline(model, seqs: Sequence[tuple[list[int], int]]) -> list[tuple[float, int]]:
+    """(summed NLL, scored tokens) of each (ids, prefix length) under a plain causal LM."""
+    device = next(model.parameters()).device
     length = max(len(ids) for ids, _ in seqs)
     ids = torch.zeros(len(seqs), length, dtype=torch.long)  # [B, L], right padding
     labels = torch.full_like(ids, IGNORE_INDEX)  # [B, L]: the target predicted at each slot
@@ -217,7 +232,12 @@ def run_olm(run: OLMRun) -> dict:
             f"{run.data}: no document in the {run.split!r} part holds --prefix {run.prefix} + "
             f"--continue {run.cont} tokens; shorten them"
         )
-    baseline = load_baseline(run.baseline, run.device, run.dtype) if run.baseline else None
+    baseline, baseline_ids, baseline_tokens = None, [], None
+    if run.baseline:
+        baseline, baseline_tokenizer = load_baseline(run.baseline, run.device, run.dtype)
+        baseline_ids, baseline_tokens = baseline_sequences(
+            tokenizer, baseline_tokenizer, windows, run.prefix
+        )
     renderer = PageRenderer(config.render_config)
     pairs = [
         (tokenizer.decode(w.token_ids[: run.prefix]), tokenizer.decode(w.token_ids[run.prefix :]))
@@ -240,7 +260,7 @@ def run_olm(run: OLMRun) -> dict:
             seconds[policy] += time.perf_counter() - start
         if baseline:
             start = time.perf_counter()
-            for nll, n in score_baseline(*baseline, pairs[i : i + run.batch_size]):
+            for nll, n in score_baseline(baseline, baseline_ids[i : i + run.batch_size]):
                 totals["baseline"] += nll
                 counts["baseline"] += n
             seconds["baseline"] += time.perf_counter() - start
@@ -261,6 +281,7 @@ def run_olm(run: OLMRun) -> dict:
         "command": "olm",
         "model": str(run.model),
         "baseline": run.baseline,
+        "baseline_tokens": baseline_tokens,
         "chunk_tokens": k,
         "visual_tokens_per_page": beta,
         "compression_ratio": k / beta,
@@ -287,7 +308,7 @@ def olm_markdown(report: dict) -> str:
     what = {
         "global": "prefix as pages (OLM layout)",
         "none": "prefix as text",
-        "baseline": f"text-only model `{report['baseline']}`",
+        "baseline": f"text-only model `{report['baseline']}`, {report['baseline_tokens']}",
     }
     rows = [
         [name, what[name], r["perplexity"], r["bits_per_character"], r["scored_tokens"]]
