@@ -31,17 +31,20 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def corpus_slice(language: str, chars: int) -> str:
-    """Real held-out-style text from ../shared (a stand-in when it is missing)."""
+    """Real text from ../shared (a stand-in when it is missing), one sentence a line so that
+    every file has a held-out part (the last 10 %, cut at a line break)."""
     name = {"en": "en/pride_and_prejudice.txt", "zh": "zh/hongloumeng.txt"}[language]
     path = CORPORA / name
     if path.is_file():
-        return path.read_text(encoding="utf-8")[-chars:]
-    sample = (
-        "It is a truth universally acknowledged. "
-        if language == "en"
-        else "满纸荒唐言，一把辛酸泪。"
-    )
-    return (sample * (chars // len(sample) + 1))[:chars]
+        text = path.read_text(encoding="utf-8")[-chars:]
+    else:
+        sample = (
+            "It is a truth universally acknowledged. "
+            if language == "en"
+            else "满纸荒唐言，一把辛酸泪。"
+        )
+        text = (sample * (chars // len(sample) + 1))[:chars]
+    return text.replace(". ", ".\n").replace("。", "。\n")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """`vist2.eval.needle`: prompts of the asked length with the key at the asked depth; the
 ground-truth anchor (100 %) and a random-init model (chance)."""
 
+import eval_helpers
 import pytest
-from eval_helpers import model_dir, single_thread  # noqa: F401 (fixtures)
+from eval_helpers import single_thread  # noqa: F401 -- autouse: one torch thread
 
 from vist2.errors import Vist2Error
 from vist2.eval.needle import (
@@ -17,6 +18,8 @@ from vist2.eval.needle import (
     sentences_of,
 )
 from vist2.loading import load_tokenizer, tiny_tokenizer_path
+
+model_dir = eval_helpers.model_dir  # fixture
 
 
 def test_prompt_length_and_depth():
@@ -39,7 +42,7 @@ def test_answers_are_scored_by_their_first_number():
     assert not is_correct("12345", " the key")
 
 
-def test_ground_truth_answers_score_one_hundred_percent(model_dir, tmp_path):  # noqa: F811
+def test_ground_truth_answers_score_one_hundred_percent(model_dir, tmp_path):
     run = NeedleRun(
         str(model_dir),
         str(tmp_path),
@@ -54,7 +57,7 @@ def test_ground_truth_answers_score_one_hundred_percent(model_dir, tmp_path):  #
     assert (tmp_path / "needle.png").stat().st_size > 0
 
 
-def test_random_init_model_is_at_chance(model_dir, tmp_path):  # noqa: F811
+def test_random_init_model_is_at_chance(model_dir, tmp_path):
     run = NeedleRun(
         str(model_dir),
         str(tmp_path),
@@ -69,7 +72,7 @@ def test_random_init_model_is_at_chance(model_dir, tmp_path):  # noqa: F811
     assert "## global" in (tmp_path / "needle.md").read_text()
 
 
-def test_a_length_beyond_the_position_budget_is_an_error(model_dir, tmp_path):  # noqa: F811
+def test_a_length_beyond_the_position_budget_is_an_error(model_dir, tmp_path):
     run = NeedleRun(
         str(model_dir),
         str(tmp_path),

@@ -3,10 +3,11 @@ agrees with one uncached forward of the stage-2 layout."""
 
 import json
 
+import eval_helpers
 import pytest
 import torch
 from conftest import tiny_config
-from eval_helpers import data_dir, model_dir, single_thread  # noqa: F401 (fixtures)
+from eval_helpers import single_thread  # noqa: F401 -- autouse: one torch thread
 
 from vist2.errors import Vist2Error
 from vist2.eval.data import read_eval_documents
@@ -22,8 +23,11 @@ from vist2.layout import build_layout, collate_layouts, ocr_layout
 from vist2.loading import load_model
 from vist2.render import PageRenderer, pages_to_tensor
 
+data_dir = eval_helpers.data_dir  # fixture
+model_dir = eval_helpers.model_dir  # fixture
 
-def test_ground_truth_scores_one_hundred_percent(model_dir, data_dir, tmp_path):  # noqa: F811
+
+def test_ground_truth_scores_one_hundred_percent(model_dir, data_dir, tmp_path):
     run = OCRRun(
         str(model_dir),
         str(data_dir),
@@ -44,7 +48,7 @@ def test_ground_truth_scores_one_hundred_percent(model_dir, data_dir, tmp_path):
     assert "| zh |" in (tmp_path / "ocr.md").read_text()
 
 
-def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):  # noqa: F811
+def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):
     run = OCRRun(
         str(model_dir),
         str(data_dir),
@@ -65,7 +69,7 @@ def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):  # n
     assert worst[0]["character_accuracy"] <= worst[-1]["character_accuracy"]
 
 
-def test_cached_reading_matches_one_forward_of_the_ocr_layout(model_dir, data_dir):  # noqa: F811
+def test_cached_reading_matches_one_forward_of_the_ocr_layout(model_dir, data_dir):
     """Greedy KV-cached reading == argmax of one uncached forward over [v, c] (teacher-forced
     with the tokens read): the reader uses exactly the training layout."""
     model, tokenizer = load_model(model_dir)
@@ -88,7 +92,7 @@ def test_cached_reading_matches_one_forward_of_the_ocr_layout(model_dir, data_di
         assert logits[3 : 3 + len(ids)].argmax(-1).tolist() == ids
 
 
-def test_pages_follow_the_model_chunks(model_dir, data_dir):  # noqa: F811
+def test_pages_follow_the_model_chunks(model_dir, data_dir):
     model, tokenizer = load_model(model_dir)
     docs = read_eval_documents(data_dir, "all")
     pages = ocr_pages(docs, tokenizer, 8, 4, max_pages=None)
@@ -97,7 +101,7 @@ def test_pages_follow_the_model_chunks(model_dir, data_dir):  # noqa: F811
     assert {p.language for p in pages} == {"en", "zh"}
 
 
-def test_a_page_beyond_the_position_budget_is_an_error(model_dir, data_dir):  # noqa: F811
+def test_a_page_beyond_the_position_budget_is_an_error(model_dir, data_dir):
     model, tokenizer = load_model(model_dir)
     pages = ocr_pages(read_eval_documents(data_dir, "all"), tokenizer, 8, 4, max_pages=2)
     config = tiny_config(

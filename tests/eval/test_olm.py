@@ -3,9 +3,10 @@ model, perplexity 1 for perfect logits, and the text-only baseline path."""
 
 import math
 
+import eval_helpers
 import pytest
 import torch
-from eval_helpers import data_dir, model_dir, single_thread  # noqa: F401 (fixtures)
+from eval_helpers import single_thread  # noqa: F401 -- autouse: one torch thread
 
 from vist2.errors import Vist2Error
 from vist2.eval.data import read_eval_documents
@@ -20,6 +21,9 @@ from vist2.eval.olm import (
 )
 from vist2.layout import IGNORE_INDEX
 from vist2.loading import load_model, load_tokenizer, tiny_tokenizer_path
+
+data_dir = eval_helpers.data_dir  # fixture
+model_dir = eval_helpers.model_dir  # fixture
 
 
 @pytest.mark.parametrize("policy", ["global", "none"])
@@ -43,7 +47,7 @@ def test_perfect_logits_give_perplexity_one():
     assert sums == pytest.approx([0.0, 0.0], abs=1e-6)
 
 
-def test_random_init_model_is_near_chance(model_dir, data_dir, tmp_path):  # noqa: F811
+def test_random_init_model_is_near_chance(model_dir, data_dir, tmp_path):
     run = OLMRun(
         str(model_dir),
         str(data_dir),
@@ -70,14 +74,14 @@ def test_random_init_model_is_near_chance(model_dir, data_dir, tmp_path):  # noq
     assert (tmp_path / "olm.md").read_text().count("| global |") == 1
 
 
-def test_windows_alternate_between_documents(model_dir, data_dir):  # noqa: F811
+def test_windows_alternate_between_documents(model_dir, data_dir):
     _, tokenizer = load_model(model_dir)
     windows = olm_windows(read_eval_documents(data_dir, "all"), tokenizer, 40, max_windows=4)
     assert len(windows) == 4 and all(len(w.token_ids) == 40 for w in windows)
     assert windows[0].source != windows[1].source
 
 
-def test_budget_and_too_short_data_are_errors(model_dir, data_dir, tmp_path):  # noqa: F811
+def test_budget_and_too_short_data_are_errors(model_dir, data_dir, tmp_path):
     model, _ = load_model(model_dir)
     with pytest.raises(Vist2Error, match="max_position_embeddings"):
         check_olm_budget(model.config, 4000, 200)
