@@ -57,9 +57,11 @@ def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):
         max_pages=12,
         batch_size=6,
         worst=3,
+        control=True,
         progress=False,
     )
     report = run_ocr(run)
+    assert report["blank_page_control"]["all"]["pages"] == 12  # the same pages, read blank
     s = report["summary"]["all"]
     assert s["pages"] == 12
     assert s["exact_page_rate"] == 0.0

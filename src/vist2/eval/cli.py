@@ -62,6 +62,11 @@ def add_commands(sub) -> None:
     _common(p)
     p.add_argument("--pages", type=_positive, help="read at most this many pages")
     p.add_argument("--worst", type=int, default=5, help="worst pages to show (image + diff)")
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="also read every page as a blank page: what the language prior alone scores",
+    )
     p.set_defaults(func=cmd_ocr)
 
     p = cmds.add_parser("olm", help="continuation perplexity: prefix as pages (global) vs text")
@@ -96,6 +101,7 @@ def cmd_ocr(args: argparse.Namespace) -> int:
         max_pages=args.pages,
         batch_size=args.batch_size,
         worst=args.worst,
+        control=args.control,
         device=_device(args.device),
         dtype=_dtype(args.dtype),
         progress=not args.no_progress,

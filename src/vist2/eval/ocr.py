@@ -73,16 +73,22 @@ def ocr_pages(
 
 
 class GreedyReader:
-    """Reads pages with a `VIST2Model`: [β visual tokens, then greedy text], batched, KV-cached."""
+    """Reads pages with a `VIST2Model`: [β visual tokens, then greedy text], batched, KV-cached.
 
-    def __init__(self, model, tokenizer) -> None:
+    With `blank=True` every page is replaced by a blank one: the control that shows what the
+    language model's prior alone scores (fluent text earns some character accuracy by chance).
+    """
+
+    def __init__(self, model, tokenizer, blank: bool = False) -> None:
         self.engine = Engine(model, tokenizer)  # its renderer + encoder: the inference path
         self.model = model
         self.beta = model.config.visual_tokens_per_page
+        self.blank = blank
 
     @torch.inference_mode()
     def __call__(self, pages: Sequence[OCRPage]) -> list[list[int]]:
-        visual, _, _ = self.engine.encode_texts([p.text for p in pages])  # [B, β, D]
+        texts = ["" if self.blank else p.text for p in pages]
+        visual, _, _ = self.engine.encode_texts(texts)  # [B, β, D]
         device = visual.device
         b, beta = visual.shape[0], self.beta
         steps = max(len(p.token_ids) for p in pages)
@@ -222,6 +228,7 @@ class OCRRun:
     max_pages: int | None = None
     batch_size: int = 16
     worst: int = 5
+    control: bool = False
     device: str = "cpu"
     dtype: torch.dtype | None = None
     progress: bool = True
@@ -246,6 +253,10 @@ def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
     results, skipped, seconds = read_pages(
         pages, reader or GreedyReader(model, tokenizer), tokenizer, run.batch_size, run.progress
     )
+    control = None
+    if run.control:
+        blank = GreedyReader(model, tokenizer, blank=True)
+        control = summarize(read_pages(pages, blank, tokenizer, run.batch_size, run.progress)[0])
     out = Path(run.out)
     out.mkdir(parents=True, exist_ok=True)
     renderer = GreedyReader(model, tokenizer).engine.renderer
@@ -259,6 +270,7 @@ def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
         "split": run.split,
         "data": describe_parts(docs, run.split),
         "summary": summarize(results),
+        "blank_page_control": control,
         "pages_per_s": len(results) / max(seconds, 1e-9),
         "seconds": seconds,
         "skipped_pages": skipped,
@@ -295,6 +307,17 @@ def ocr_markdown(report: dict) -> str:
         ]
         for lang, s in report["summary"].items()
     ]
+    for lang, s in (report["blank_page_control"] or {}).items():
+        rows.append(
+            [
+                f"{lang}, blank pages (control)",
+                s["pages"],
+                pct(s.get("character_accuracy")),
+                pct(s.get("exact_page_rate")),
+                pct(s.get("token_accuracy")),
+                f"{s['rouge_l']:.3f}" if s["pages"] else "n/a",
+            ]
+        )
     header = ["language", "pages", "character accuracy", "exact pages", "token accuracy", "ROUGE-L"]
     lines = [
         f"# OCR: `{report['model']}`",
