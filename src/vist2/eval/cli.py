@@ -7,7 +7,7 @@ import argparse
 from vist2.heldout import SPLITS
 
 
-def _common(p: argparse.ArgumentParser, data_required: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, batch_size: int, data_required: bool = True) -> None:
     p.add_argument("--model", required=True, help="vist2 model directory (or a run directory)")
     p.add_argument("--out", required=True, help="directory for the JSON, Markdown and PNGs")
     p.add_argument(
@@ -23,7 +23,12 @@ def _common(p: argparse.ArgumentParser, data_required: bool = True) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    p.add_argument("--batch-size", type=_positive, default=16, help="sequences per forward")
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=batch_size,
+        help=f"sequences per forward (default {batch_size})",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -59,7 +64,7 @@ def add_commands(sub) -> None:
     cmds = ev.add_subparsers(dest="eval", required=True)
 
     p = cmds.add_parser("ocr", help="read held-out pages back; character/token accuracy, ROUGE-L")
-    _common(p)
+    _common(p, batch_size=16)
     p.add_argument("--pages", type=_positive, help="read at most this many pages")
     p.add_argument("--worst", type=int, default=5, help="worst pages to show (image + diff)")
     p.add_argument(
@@ -70,15 +75,17 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_ocr)
 
     p = cmds.add_parser("olm", help="continuation perplexity: prefix as pages (global) vs text")
-    _common(p)
-    p.add_argument("--prefix", type=_positive, default=1024, help="prefix tokens")
-    p.add_argument("--continue", dest="cont", type=_positive, default=1024, help="scored tokens")
+    _common(p, batch_size=4)
+    p.add_argument("--prefix", type=_positive, default=1024, metavar="N", help="prefix tokens")
+    p.add_argument(
+        "--continue", dest="cont", type=_positive, default=1024, metavar="N", help="scored tokens"
+    )
     p.add_argument("--windows", type=_positive, help="score at most this many windows")
     p.add_argument("--baseline", help="a text-only model directory (Hugging Face causal LM)")
     p.set_defaults(func=cmd_olm)
 
     p = cmds.add_parser("needle", help="passkey retrieval per (length, depth) and policy")
-    _common(p, data_required=False)
+    _common(p, batch_size=8, data_required=False)
     p.add_argument("--lengths", type=_positive, nargs="+", default=[512, 1024, 2048])
     p.add_argument("--depths", type=_fraction, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--trials", type=_positive, default=5, help="passkeys per cell")
