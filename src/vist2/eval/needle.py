@@ -148,6 +148,34 @@ def needle_cells(run: NeedleRun, builder: PromptBuilder) -> list[dict]:
     return cells
 
 
+def ask_cells(
+    cells: list[dict], run: NeedleRun, answer: Answerer
+) -> tuple[dict[str, list[list[float]]], list[dict], dict[str, float]]:
+    """(accuracy grid per policy, [length][depth]; one record per cell; seconds per policy)."""
+    bar = tqdm(
+        total=len(cells) * len(run.policies), desc="needle", unit="cell", disable=not run.progress
+    )
+    grids: dict[str, list[list[float]]] = {}
+    records, seconds = [], {}
+    for policy in run.policies:
+        start = time.perf_counter()
+        accuracy = []
+        for cell in cells:
+            answers = answer(cell["prompts"], policy, cell["keys"])
+            right = [is_correct(k, a) for k, a in zip(cell["keys"], answers, strict=True)]
+            accuracy.append(sum(right) / len(right))
+            record = {k: cell[k] for k in ("length", "depth", "keys")}
+            records.append(
+                {"policy": policy, **record, "accuracy": accuracy[-1], "answers": answers}
+            )
+            bar.update(1)
+        n_depths = len(run.depths)
+        grids[policy] = [accuracy[i : i + n_depths] for i in range(0, len(accuracy), n_depths)]
+        seconds[policy] = time.perf_counter() - start
+    bar.close()
+    return grids, records, seconds
+
+
 def run_needle(run: NeedleRun, answerer: Answerer | None = None) -> dict:
     """Ask every cell under every policy; write needle.json, needle.md, needle.png."""
     from vist2.engine import POLICIES
@@ -166,34 +194,7 @@ def run_needle(run: NeedleRun, answerer: Answerer | None = None) -> dict:
     for policy in run.policies:
         check_needle_budget(engine, longest, policy)
     answer = answerer or engine_answerer(engine, run.batch_size)
-    bar = tqdm(
-        total=len(cells) * len(run.policies), desc="needle", unit="cell", disable=not run.progress
-    )
-    grids: dict[str, list[list[float]]] = {}
-    records = []
-    seconds: dict[str, float] = {}
-    for policy in run.policies:
-        start = time.perf_counter()
-        accuracy = []
-        for cell in cells:
-            answers = answer(cell["prompts"], policy, cell["keys"])
-            right = [is_correct(k, a) for k, a in zip(cell["keys"], answers, strict=True)]
-            accuracy.append(sum(right) / len(right))
-            records.append(
-                {
-                    "policy": policy,
-                    "length": cell["length"],
-                    "depth": cell["depth"],
-                    "accuracy": accuracy[-1],
-                    "keys": cell["keys"],
-                    "answers": answers,
-                }
-            )
-            bar.update(1)
-        n_depths = len(run.depths)
-        grids[policy] = [accuracy[i : i + n_depths] for i in range(0, len(accuracy), n_depths)]
-        seconds[policy] = time.perf_counter() - start
-    bar.close()
+    grids, records, seconds = ask_cells(cells, run, answer)
     prompt_tokens = {
         str(length): builder.tokens(next(c for c in cells if c["length"] == length)["prompts"][0])
         for length in run.lengths

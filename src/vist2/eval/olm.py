@@ -215,6 +215,42 @@ class OLMRun:
     progress: bool = True
 
 
+@dataclass
+class Tally:
+    """Summed continuation NLL (nats), scored tokens and seconds of one reading."""
+
+    nll: float = 0.0
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+def score_windows(
+    model, tokenizer, windows: Sequence[Window], run: OLMRun, baseline, baseline_ids
+) -> dict[str, Tally]:
+    """Score the windows batch by batch under each policy (and the baseline), with a bar."""
+    k, beta = model.config.chunk_tokens, model.config.visual_tokens_per_page
+    renderer = PageRenderer(model.config.render_config)
+    tallies = {p: Tally() for p in POLICIES} | ({"baseline": Tally()} if baseline else {})
+    bar = tqdm(total=len(windows), desc="olm", unit="window", disable=not run.progress)
+    for i in range(0, len(windows), run.batch_size):
+        batch = windows[i : i + run.batch_size]
+        for policy in POLICIES:
+            start, tally = time.perf_counter(), tallies[policy]
+            laid = [window_layout(w, run.prefix, policy, tokenizer, k, beta) for w in batch]
+            pages = [t for _, texts in laid for t in texts]
+            tally.nll += sum(score_batch(model, renderer, [lay for lay, _ in laid], pages))
+            tally.tokens += sum(int((lay.labels != IGNORE_INDEX).sum()) for lay, _ in laid)
+            tally.seconds += time.perf_counter() - start
+        if baseline:
+            start, tally = time.perf_counter(), tallies["baseline"]
+            for nll, n in score_baseline(baseline, baseline_ids[i : i + run.batch_size]):
+                tally.nll, tally.tokens = tally.nll + nll, tally.tokens + n
+            tally.seconds += time.perf_counter() - start
+        bar.update(len(batch))
+    bar.close()
+    return tallies
+
+
 def run_olm(run: OLMRun) -> dict:
     """Score every window under `global` and `none` (and the baseline); write olm.json, olm.md."""
     from vist2.eval.data import describe_parts, read_eval_documents
@@ -238,44 +274,21 @@ def run_olm(run: OLMRun) -> dict:
         baseline_ids, baseline_tokens = baseline_sequences(
             tokenizer, baseline_tokenizer, windows, run.prefix
         )
-    renderer = PageRenderer(config.render_config)
     pairs = [
         (tokenizer.decode(w.token_ids[: run.prefix]), tokenizer.decode(w.token_ids[run.prefix :]))
         for w in windows
     ]
-    totals = {p: 0.0 for p in POLICIES} | ({"baseline": 0.0} if baseline else {})
-    counts = dict.fromkeys(totals, 0)
-    seconds = dict.fromkeys(totals, 0.0)
-    bar = tqdm(total=len(windows), desc="olm", unit="window", disable=not run.progress)
-    for i in range(0, len(windows), run.batch_size):
-        batch = windows[i : i + run.batch_size]
-        for policy in POLICIES:
-            start = time.perf_counter()
-            laid = [window_layout(w, run.prefix, policy, tokenizer, k, beta) for w in batch]
-            sums = score_batch(
-                model, renderer, [lay for lay, _ in laid], [t for _, ts in laid for t in ts]
-            )
-            totals[policy] += sum(sums)
-            counts[policy] += sum(int((lay.labels != IGNORE_INDEX).sum()) for lay, _ in laid)
-            seconds[policy] += time.perf_counter() - start
-        if baseline:
-            start = time.perf_counter()
-            for nll, n in score_baseline(baseline, baseline_ids[i : i + run.batch_size]):
-                totals["baseline"] += nll
-                counts["baseline"] += n
-            seconds["baseline"] += time.perf_counter() - start
-        bar.update(len(batch))
-    bar.close()
+    tallies = score_windows(model, tokenizer, windows, run, baseline, baseline_ids)
     chars = sum(len(cont) for _, cont in pairs)
     results = {
         name: {
-            "perplexity": perplexity(totals[name], counts[name]),
-            "nll_per_token": totals[name] / max(counts[name], 1),
-            "bits_per_character": totals[name] / max(chars, 1) / math.log(2),
-            "scored_tokens": counts[name],
-            "seconds": seconds[name],
+            "perplexity": perplexity(t.nll, t.tokens),
+            "nll_per_token": t.nll / max(t.tokens, 1),
+            "bits_per_character": t.nll / max(chars, 1) / math.log(2),
+            "scored_tokens": t.tokens,
+            "seconds": t.seconds,
         }
-        for name in totals
+        for name, t in tallies.items()
     }
     report = {
         "command": "olm",
