@@ -17,10 +17,12 @@ from vist2.eval.olm import (
     nll_from_logits,
     olm_windows,
     run_olm,
+    score_batch,
     window_layout,
 )
 from vist2.layout import IGNORE_INDEX
 from vist2.loading import load_model, load_tokenizer, tiny_tokenizer_path
+from vist2.render import PageRenderer
 
 data_dir = eval_helpers.data_dir  # fixture
 model_dir = eval_helpers.model_dir  # fixture
@@ -88,3 +90,16 @@ def test_budget_and_too_short_data_are_errors(model_dir, data_dir, tmp_path):
     run = OLMRun(str(model_dir), str(data_dir), str(tmp_path), split="all", prefix=3000, cont=1000)
     with pytest.raises(Vist2Error, match="holds --prefix 3000"):
         run_olm(run)
+
+
+def test_a_window_within_one_chunk_reads_the_same_under_both_policies(model_dir):
+    """With prefix + continue <= K there is no page: the OLM layout is the plain text."""
+    model, tokenizer = load_model(model_dir)
+    window = Window("x", tuple(tokenizer("Call me Ishmael. Some years ago")["input_ids"][:8]))
+    renderer = PageRenderer(model.config.render_config)
+    sums = {}
+    for policy in ("global", "none"):
+        layout, texts = window_layout(window, 5, policy, tokenizer, k=8, beta=4)
+        assert texts == []
+        sums[policy] = score_batch(model, renderer, [layout], texts)[0]
+    assert sums["global"] == pytest.approx(sums["none"], rel=1e-6)
