@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from vist2.engine import Engine, GenerationConfig, last_position_offset
 from vist2.errors import Vist2Error
+from vist2.eval.models import model_path
 from vist2.layout import build_layout
 
 FILLER = (
@@ -185,7 +186,8 @@ def run_needle(run: NeedleRun, answerer: Answerer | None = None) -> dict:
     bad = [p for p in run.policies if p not in POLICIES]
     if bad:
         raise Vist2Error(f"unknown policy {bad[0]!r}; use {', '.join(POLICIES)}")
-    engine = Engine.from_pretrained(run.model, dtype=run.dtype, device=run.device)
+    with model_path(run.model) as path:
+        engine = Engine.from_pretrained(path, dtype=run.dtype, device=run.device)
     docs = read_eval_documents(run.data, run.split) if run.data else []
     filler = sentences_of("".join(d.text for d in docs)) if docs else sentences_of(FILLER)
     builder = PromptBuilder(engine.tokenizer, filler)

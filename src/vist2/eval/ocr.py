@@ -29,6 +29,7 @@ from vist2.engine import Engine
 from vist2.errors import Vist2Error
 from vist2.eval.data import language_of
 from vist2.eval.metrics import PageScore, inline_diff, mean_scores, score_page
+from vist2.eval.models import model_path
 from vist2.render import PageOverflowError
 from vist2.training.sources import Document
 
@@ -240,7 +241,8 @@ def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
     from vist2.eval.report import environment, histogram_png, write_json
     from vist2.loading import load_model
 
-    model, tokenizer = load_model(run.model, dtype=run.dtype, device=run.device)
+    with model_path(run.model) as path:
+        model, tokenizer = load_model(path, dtype=run.dtype, device=run.device)
     config = model.config
     docs = read_eval_documents(run.data, run.split)
     k, beta = config.chunk_tokens, config.visual_tokens_per_page

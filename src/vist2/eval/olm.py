@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from vist2.chunker import split_into_chunks
 from vist2.errors import Vist2Error
 from vist2.eval.metrics import perplexity
+from vist2.eval.models import model_path
 from vist2.layout import (
     IGNORE_INDEX,
     SequenceLayout,
@@ -257,7 +258,8 @@ def run_olm(run: OLMRun) -> dict:
     from vist2.eval.report import environment, write_json
     from vist2.loading import load_model
 
-    model, tokenizer = load_model(run.model, dtype=run.dtype, device=run.device)
+    with model_path(run.model) as path:
+        model, tokenizer = load_model(path, dtype=run.dtype, device=run.device)
     config = model.config
     k, beta = config.chunk_tokens, config.visual_tokens_per_page
     check_olm_budget(config, run.prefix, run.cont)
