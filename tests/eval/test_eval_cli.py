@@ -22,7 +22,7 @@ def test_ocr_command_writes_its_reports(model_dir, data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "character accuracy" in printed and "zh.txt`: the whole file" in printed
     assert {"ocr.json", "ocr.md", "ocr_hist.png", "worst"} <= {p.name for p in out.iterdir()}
-    assert json.loads((out / "ocr.json").read_text())["summary"]["all"]["pages"] == 6
+    assert json.loads((out / "ocr.json").read_text())["runs"][0]["summary"]["all"]["pages"] == 6
 
 
 def test_olm_command_reads_the_heldout_part_by_default(model_dir, data_dir, tmp_path, capsys):

@@ -38,14 +38,35 @@ def test_ground_truth_scores_one_hundred_percent(model_dir, data_dir, tmp_path):
         progress=False,
     )
     report = run_ocr(run, reader=oracle_reader)
-    assert set(report["summary"]) == {"en", "zh", "all"}  # round robin reaches both files
-    for lang, s in report["summary"].items():
+    assert set(report["runs"][0]["summary"]) == {
+        "en",
+        "zh",
+        "all",
+    }  # round robin reaches both files
+    for lang, s in report["runs"][0]["summary"].items():
         assert s["pages"] > 0, lang
         assert s["character_accuracy"] == 1.0 and s["exact_page_rate"] == 1.0
         assert s["token_accuracy"] == 1.0 and s["rouge_l"] == 1.0
     assert json.loads((tmp_path / "ocr.json").read_text())["reader"] == "oracle_reader"
     assert (tmp_path / "ocr_hist.png").stat().st_size > 0
     assert "| zh |" in (tmp_path / "ocr.md").read_text()
+
+
+def test_a_page_size_sweep_scores_each_compression_ratio(model_dir, data_dir, tmp_path):
+    run = OCRRun(
+        str(model_dir),
+        str(data_dir),
+        str(tmp_path),
+        split="all",
+        max_pages=6,
+        page_tokens=(6, 8),
+        progress=False,
+    )
+    report = run_ocr(run, reader=oracle_reader)
+    assert [r["compression_ratio"] for r in report["runs"]] == [1.5, 2.0]  # β = 4
+    assert all(r["summary"]["all"]["rouge_l"] == 1.0 for r in report["runs"])
+    assert (tmp_path / "ocr_ratio.png").stat().st_size > 0
+    assert "| en | 1.5 |" in (tmp_path / "ocr.md").read_text()
 
 
 def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):
@@ -61,12 +82,14 @@ def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):
         progress=False,
     )
     report = run_ocr(run)
-    assert report["blank_page_control"]["all"]["pages"] == 12  # the same pages, read blank
-    s = report["summary"]["all"]
+    assert (
+        report["runs"][0]["blank_page_control"]["all"]["pages"] == 12
+    )  # the same pages, read blank
+    s = report["runs"][0]["summary"]["all"]
     assert s["pages"] == 12
     assert s["exact_page_rate"] == 0.0
     assert s["character_accuracy"] < 0.1 and s["token_accuracy"] < 0.1 and s["rouge_l"] < 0.1
-    worst = report["worst"]
+    worst = report["runs"][0]["worst"]
     assert len(worst) == 3 and all((tmp_path / w["image"]).is_file() for w in worst)
     assert worst[0]["character_accuracy"] <= worst[-1]["character_accuracy"]
 

@@ -66,6 +66,13 @@ def add_commands(sub) -> None:
     p = cmds.add_parser("ocr", help="read held-out pages back; character/token accuracy, ROUGE-L")
     _common(p, batch_size=16)
     p.add_argument("--pages", type=_positive, help="read at most this many pages")
+    p.add_argument(
+        "--page-tokens",
+        type=_positive,
+        nargs="+",
+        metavar="N",
+        help="text tokens per page, one run each (default: the model's K); r = N / β",
+    )
     p.add_argument("--worst", type=int, default=5, help="worst pages to show (image + diff)")
     p.add_argument(
         "--control",
@@ -106,6 +113,7 @@ def cmd_ocr(args: argparse.Namespace) -> int:
         out=str(output_dir(args.out)),
         split=args.split,
         max_pages=args.pages,
+        page_tokens=tuple(args.page_tokens or ()),
         batch_size=args.batch_size,
         worst=args.worst,
         control=args.control,

@@ -30,7 +30,8 @@ from vist2.errors import Vist2Error
 from vist2.eval.data import language_of
 from vist2.eval.metrics import PageScore, inline_diff, mean_scores, score_page
 from vist2.eval.models import model_path
-from vist2.render import PageOverflowError
+from vist2.loading import load_model
+from vist2.render import PageOverflowError, PageRenderer
 from vist2.training.sources import Document
 
 
@@ -181,7 +182,7 @@ def worst_pages(results: Sequence[PageResult], count: int) -> list[PageResult]:
     return order[:count]
 
 
-def write_worst(worst: Sequence[PageResult], renderer, out: Path) -> list[dict]:
+def write_worst(worst: Sequence[PageResult], renderer, out: Path, prefix: str = "") -> list[dict]:
     """Each worst page's image (PNG) and its diff; returns their JSON records."""
     from PIL import Image
 
@@ -189,7 +190,7 @@ def write_worst(worst: Sequence[PageResult], renderer, out: Path) -> list[dict]:
     folder.mkdir(parents=True, exist_ok=True)
     records = []
     for rank, r in enumerate(worst, start=1):
-        name = f"worst/page_{r.page.index:05d}.png"
+        name = f"worst/{prefix}page_{r.page.index:05d}.png"
         Image.fromarray(renderer.render(r.page.text).image).save(out / name, optimize=True)
         records.append(
             {
@@ -213,8 +214,9 @@ def check_ocr_budget(config, pages: Sequence[OCRPage]) -> None:
     need = config.visual_tokens_per_page + max((len(p.token_ids) for p in pages), default=0)
     if budget is not None and need > budget:
         raise Vist2Error(
-            f"reading a page takes {need} positions (β={config.visual_tokens_per_page} + "
-            f"K={config.chunk_tokens}), past the model's max_position_embeddings ({budget})"
+            f"reading a page takes {need} positions (β={config.visual_tokens_per_page} visual + "
+            f"{need - config.visual_tokens_per_page} text tokens), past the model's "
+            f"max_position_embeddings ({budget})"
         )
 
 
@@ -227,6 +229,7 @@ class OCRRun:
     out: str
     split: str = "heldout"
     max_pages: int | None = None
+    page_tokens: tuple[int, ...] = ()  # text tokens per page; () = the model's K
     batch_size: int = 16
     worst: int = 5
     control: bool = False
@@ -235,122 +238,133 @@ class OCRRun:
     progress: bool = True
 
 
-def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
-    """Read the pages of `run.data` back and write ocr.json, ocr.md, ocr_hist.png, worst/."""
-    from vist2.eval.data import describe_parts, read_eval_documents
-    from vist2.eval.report import environment, histogram_png, write_json
-    from vist2.loading import load_model
-
-    with model_path(run.model) as path:
-        model, tokenizer = load_model(path, dtype=run.dtype, device=run.device)
-    config = model.config
-    docs = read_eval_documents(run.data, run.split)
-    k, beta = config.chunk_tokens, config.visual_tokens_per_page
-    pages = ocr_pages(docs, tokenizer, k, beta, run.max_pages)
+def ocr_at(
+    page_tokens: int, docs, model, tokenizer, run: OCRRun, reader: Reader, out: Path
+) -> dict:
+    """Read pages of `page_tokens` tokens (compression ratio page_tokens / β) and score them."""
+    beta = model.config.visual_tokens_per_page
+    pages = ocr_pages(docs, tokenizer, page_tokens, beta, run.max_pages)
     if not pages:
         raise Vist2Error(
             f"{run.data}: the {run.split!r} part holds no page of more than β={beta} tokens"
         )
-    check_ocr_budget(config, pages)
-    results, skipped, seconds = read_pages(
-        pages, reader or GreedyReader(model, tokenizer), tokenizer, run.batch_size, run.progress
-    )
+    check_ocr_budget(model.config, pages)
+    results, skipped, seconds = read_pages(pages, reader, tokenizer, run.batch_size, run.progress)
     control = None
     if run.control:
         blank = GreedyReader(model, tokenizer, blank=True)
         control = summarize(read_pages(pages, blank, tokenizer, run.batch_size, run.progress)[0])
-    out = Path(run.out)
-    out.mkdir(parents=True, exist_ok=True)
-    renderer = GreedyReader(model, tokenizer).engine.renderer
-    report = {
-        "command": "ocr",
-        "model": str(run.model),
-        "reader": "greedy" if reader is None else getattr(reader, "__name__", "custom"),
-        "chunk_tokens": k,
-        "visual_tokens_per_page": beta,
-        "compression_ratio": k / beta,
-        "split": run.split,
-        "data": describe_parts(docs, run.split),
+    renderer = PageRenderer(model.config.render_config)
+    worst = write_worst(worst_pages(results, run.worst), renderer, out, prefix=f"k{page_tokens}_")
+    return {
+        "page_tokens": page_tokens,
+        "compression_ratio": page_tokens / beta,
         "summary": summarize(results),
         "blank_page_control": control,
         "pages_per_s": len(results) / max(seconds, 1e-9),
         "seconds": seconds,
         "skipped_pages": skipped,
-        "worst": write_worst(worst_pages(results, run.worst), renderer, out),
+        "worst": worst,
         "pages": [
             {"page": r.page.index, "source": r.page.source, "language": r.page.language}
             | r.score.to_dict()
             for r in results
         ],
+    }
+
+
+def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
+    """Read the pages of `run.data` back (once per `page_tokens` value) and write ocr.json,
+    ocr.md, ocr_hist.png (and ocr_ratio.png for several page sizes), worst/."""
+    from vist2.eval.data import describe_parts, read_eval_documents
+    from vist2.eval.report import environment, histogram_png, ratio_png, write_json
+
+    with model_path(run.model) as path:
+        model, tokenizer = load_model(path, dtype=run.dtype, device=run.device)
+    config = model.config
+    docs = read_eval_documents(run.data, run.split)
+    out = Path(run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    read = reader or GreedyReader(model, tokenizer)
+    sizes = run.page_tokens or (config.chunk_tokens,)
+    report = {
+        "command": "ocr",
+        "model": str(run.model),
+        "reader": "greedy" if reader is None else getattr(reader, "__name__", "custom"),
+        "chunk_tokens": config.chunk_tokens,
+        "visual_tokens_per_page": config.visual_tokens_per_page,
+        "split": run.split,
+        "data": describe_parts(docs, run.split),
+        "runs": [ocr_at(n, docs, model, tokenizer, run, read, out) for n in sizes],
         "environment": environment(),
     }
     write_json(out / "ocr.json", report)
     by_lang: dict[str, list[float]] = {}
-    for r in results:
-        by_lang.setdefault(r.page.language, []).append(r.score.character_accuracy)
-    histogram_png(
-        by_lang, "character accuracy (1 - CER)", "OCR: pages read back", out / "ocr_hist.png"
-    )
+    for page in report["runs"][0]["pages"]:
+        by_lang.setdefault(page["language"], []).append(page["character_accuracy"])
+    title = f"OCR: pages of {sizes[0]} tokens read back"
+    histogram_png(by_lang, "character accuracy (1 - CER)", title, out / "ocr_hist.png")
+    if len(sizes) > 1:
+        ratio_png(report["runs"], out / "ocr_ratio.png")
     (out / "ocr.md").write_text(ocr_markdown(report), encoding="utf-8")
     return report
+
+
+def _score_row(label: str, r: float, s: dict) -> list:
+    from vist2.eval.report import pct
+
+    return [
+        label,
+        f"{r:g}",
+        s["pages"],
+        pct(s.get("character_accuracy")),
+        pct(s.get("exact_page_rate")),
+        pct(s.get("token_accuracy")),
+        f"{s['rouge_l']:.3f}" if s["pages"] else "n/a",
+    ]
 
 
 def ocr_markdown(report: dict) -> str:
     from vist2.eval.report import data_lines, markdown_table, pct
 
-    rows = [
-        [
-            lang,
-            s["pages"],
-            pct(s.get("character_accuracy")),
-            pct(s.get("exact_page_rate")),
-            pct(s.get("token_accuracy")),
-            f"{s['rouge_l']:.3f}" if s["pages"] else "n/a",
-        ]
-        for lang, s in report["summary"].items()
-    ]
-    for lang, s in (report["blank_page_control"] or {}).items():
-        rows.append(
-            [
-                f"{lang}, blank pages (control)",
-                s["pages"],
-                pct(s.get("character_accuracy")),
-                pct(s.get("exact_page_rate")),
-                pct(s.get("token_accuracy")),
-                f"{s['rouge_l']:.3f}" if s["pages"] else "n/a",
-            ]
-        )
-    header = ["language", "pages", "character accuracy", "exact pages", "token accuracy", "ROUGE-L"]
+    rows = []
+    for run in report["runs"]:
+        r = run["compression_ratio"]
+        rows += [_score_row(lang, r, s) for lang, s in run["summary"].items()]
+        for lang, s in (run["blank_page_control"] or {}).items():
+            rows.append(_score_row(f"{lang}, blank pages (control)", r, s))
+    header = ["language", "r", "pages", "character accuracy", "exact pages", "token accuracy"]
+    speed = ", ".join(f"{run['pages_per_s']:.2f}" for run in report["runs"])
     lines = [
         f"# OCR: `{report['model']}`",
         "",
-        f"K = {report['chunk_tokens']}, β = {report['visual_tokens_per_page']} "
-        f"(r = {report['compression_ratio']:g}); reader: {report['reader']}; "
-        f"{report['pages_per_s']:.2f} pages/s on {report['environment']['accelerator']}.",
+        f"Model: K = {report['chunk_tokens']}, β = {report['visual_tokens_per_page']}; r = text "
+        f"tokens per page / β; reader: {report['reader']}; {speed} pages/s on "
+        f"{report['environment']['accelerator']}.",
         "",
-        markdown_table(header, rows),
+        markdown_table([*header, "ROUGE-L"], rows),
         "",
         "![character accuracy per page](ocr_hist.png)",
-        "",
-        f"Data ({report['split']} part):",
-        *data_lines(report["data"]),
     ]
-    if report["skipped_pages"]:
-        lines += [
-            "",
-            f"{len(report['skipped_pages'])} page(s) could not be rendered (see ocr.json).",
-        ]
-    lines += ["", "## Worst pages", "", "Diff: `[-expected, not read-]{+read, not expected+}`.", ""]
-    for w in report["worst"]:
-        lines += [
-            f"### {w['rank']}. page {w['page']} ({w['language']}, `{w['source']}`): "
-            f"character accuracy {pct(w['character_accuracy'])}, ROUGE-L {w['rouge_l']:.3f}",
-            "",
-            f"![page {w['page']}]({w['image']})",
-            "",
-            "```text",
-            w["diff"],
-            "```",
-            "",
-        ]
+    if len(report["runs"]) > 1:
+        lines += ["", "![scores per compression ratio](ocr_ratio.png)"]
+    lines += ["", f"Data ({report['split']} part):", *data_lines(report["data"])]
+    for run in report["runs"]:
+        if run["skipped_pages"]:
+            lines += ["", f"{len(run['skipped_pages'])} page(s) could not be rendered (ocr.json)."]
+    lines += ["", "## Worst pages", "", "Diff: `[-expected, not read-]{+read, not expected+}`."]
+    for run in report["runs"]:
+        for w in run["worst"]:
+            lines += [
+                "",
+                f"### r = {run['compression_ratio']:g}, {w['rank']}. page {w['page']} "
+                f"({w['language']}, `{w['source']}`): character accuracy "
+                f"{pct(w['character_accuracy'])}, ROUGE-L {w['rouge_l']:.3f}",
+                "",
+                f"![page {w['page']}]({w['image']})",
+                "",
+                "```text",
+                w["diff"],
+                "```",
+            ]
     return "\n".join(lines) + "\n"

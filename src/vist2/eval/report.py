@@ -107,6 +107,25 @@ def histogram_png(
     plt.close(fig)
 
 
+def ratio_png(runs: Sequence[dict], path: Path) -> None:
+    """OCR scores against the compression ratio, one line per language and score."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ratios = [run["compression_ratio"] for run in runs]
+    languages = [lang for lang in runs[0]["summary"] if lang != "all"]
+    for lang in languages:
+        for key, style in (("rouge_l", "-o"), ("character_accuracy", "--s")):
+            values = [run["summary"].get(lang, {}).get(key, float("nan")) for run in runs]
+            ax.plot(ratios, values, style, label=f"{lang} {key.replace('_', ' ')}")
+    ax.set_xlabel("compression ratio r (text tokens per page / β)")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("score")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def heatmap_png(
     grids: dict[str, list[list[float]]],
     lengths: Sequence[int],
