@@ -40,9 +40,10 @@ def test_olm_command_reads_the_heldout_part_by_default(model_dir, data_dir, tmp_
 def test_needle_command_draws_a_heat_map(model_dir, tmp_path):
     out = tmp_path / "needle"
     args = ["eval", "needle", "--model", str(model_dir), "--out", str(out), "--no-progress"]
-    assert main([*args, "--lengths", "48", "--depths", "0", "1", "--trials", "1"]) == 0
+    assert main([*args, "--lengths", "48", "--depths", "0", "1", "--trials", "1", "--chat"]) == 0
     assert (out / "needle.png").stat().st_size > 0
-    assert json.loads((out / "needle.json").read_text())["accuracy"]["global"] == [[0.0, 0.0]]
+    report = json.loads((out / "needle.json").read_text())
+    assert report["chat"] and report["accuracy"]["global"] == [[0.0, 0.0]]
 
 
 def _error_of(args, capsys) -> str:

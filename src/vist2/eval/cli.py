@@ -100,6 +100,9 @@ def add_commands(sub) -> None:
         "--policies", nargs="+", default=["global", "prompt", "none"], help="context policies"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--chat", action="store_true", help="wrap each prompt in the chat template (tuned models)"
+    )
     p.set_defaults(func=cmd_needle)
 
 
@@ -165,6 +168,7 @@ def cmd_needle(args: argparse.Namespace) -> int:
         trials=args.trials,
         policies=tuple(args.policies),
         seed=args.seed,
+        chat=args.chat,
         batch_size=args.batch_size,
         device=_device(args.device),
         dtype=_dtype(args.dtype),

@@ -82,11 +82,14 @@ class PromptBuilder:
         return text.rstrip() + " " + QUESTION
 
 
-def engine_answerer(engine: Engine, batch_size: int) -> Answerer:
-    """Greedy answers from the engine under each policy, `batch_size` prompts at a time."""
+def engine_answerer(engine: Engine, batch_size: int, chat: bool = False) -> Answerer:
+    """Greedy answers from the engine under each policy, `batch_size` prompts at a time (with
+    `chat`, each prompt is wrapped in the tokenizer's chat template, for instruction-tuned models)."""
 
     def answer(prompts: list[str], policy: str, keys: list[str]) -> list[str]:
-        config = GenerationConfig(policy=policy, max_new_tokens=ANSWER_TOKENS, temperature=0.0)
+        config = GenerationConfig(
+            policy=policy, max_new_tokens=ANSWER_TOKENS, temperature=0.0, chat=chat
+        )
         out: list[str] = []
         for i in range(0, len(prompts), batch_size):
             results = engine.generate(prompts[i : i + batch_size], config)
@@ -101,12 +104,12 @@ def oracle_answerer(prompts: list[str], policy: str, keys: list[str]) -> list[st
     return [f" {key}." for key in keys]
 
 
-def check_needle_budget(engine: Engine, prompt: str, policy: str) -> None:
+def check_needle_budget(engine: Engine, prompt: str, policy: str, chat: bool = False) -> None:
     """The longest prompt plus its answer must fit the LLM's positions under `policy`."""
     budget = getattr(engine.config.text_config, "max_position_embeddings", None)
     if budget is None:
         return
-    config = GenerationConfig(policy=policy, max_new_tokens=ANSWER_TOKENS)
+    config = GenerationConfig(policy=policy, max_new_tokens=ANSWER_TOKENS, chat=chat)
     segments, _, n_tokens = engine.prompt_segments(prompt, config)
     layout = build_layout(segments, engine.beta)
     start = int(layout.position_ids[-1]) + 1
@@ -131,6 +134,7 @@ class NeedleRun:
     trials: int = 5
     policies: tuple[str, ...] = ("global", "prompt", "none")
     seed: int = 0
+    chat: bool = False
     batch_size: int = 8
     device: str = "cpu"
     dtype: torch.dtype | None = None
@@ -194,8 +198,8 @@ def run_needle(run: NeedleRun, answerer: Answerer | None = None) -> dict:
     cells = needle_cells(run, builder)
     longest = max(cells, key=lambda c: c["length"])["prompts"][0]
     for policy in run.policies:
-        check_needle_budget(engine, longest, policy)
-    answer = answerer or engine_answerer(engine, run.batch_size)
+        check_needle_budget(engine, longest, policy, run.chat)
+    answer = answerer or engine_answerer(engine, run.batch_size, run.chat)
     grids, records, seconds = ask_cells(cells, run, answer)
     prompt_tokens = {
         str(length): builder.tokens(next(c for c in cells if c["length"] == length)["prompts"][0])
@@ -213,6 +217,7 @@ def run_needle(run: NeedleRun, answerer: Answerer | None = None) -> dict:
         "prompt_tokens": prompt_tokens,
         "depths": list(run.depths),
         "trials": run.trials,
+        "chat": run.chat,
         "chance": 1e-5,
         "filler": "held-out text" if docs else "fixed sentences (FILLER)",
         "split": run.split if docs else None,
