@@ -8,12 +8,16 @@ empty file or a bad JSONL line would silently change what is measured, so the fi
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from vist2.errors import Vist2Error
 from vist2.heldout import HELDOUT_EVERY, HELDOUT_FRACTION, heldout_start
 from vist2.training.problems import ProblemLog
 from vist2.training.sources import Document, read_documents
+
+T = TypeVar("T")
 
 
 def read_eval_documents(path: str | Path, split: str = "heldout") -> list[Document]:
@@ -33,6 +37,19 @@ def read_eval_documents(path: str | Path, split: str = "heldout") -> list[Docume
     if not docs:
         raise Vist2Error(f"{path}: no text in the {split!r} part of the data; nothing to evaluate")
     return docs
+
+
+def round_robin(groups: Sequence[Sequence[T]], limit: int | None = None) -> list[T]:
+    """Items taken from the groups in turn (first of each, then second of each, ...), so that a
+    `limit` still samples every group (every file)."""
+    out: list[T] = []
+    for turn in range(max((len(g) for g in groups), default=0)):
+        for group in groups:
+            if turn < len(group):
+                out.append(group[turn])
+                if limit is not None and len(out) >= limit:
+                    return out
+    return out
 
 
 def describe_parts(docs: list[Document], split: str) -> list[dict]:

@@ -27,7 +27,7 @@ from transformers import DynamicCache
 from vist2.chunker import decode_pieces, split_into_chunks
 from vist2.engine import Engine
 from vist2.errors import Vist2Error
-from vist2.eval.data import language_of
+from vist2.eval.data import language_of, round_robin
 from vist2.eval.metrics import PageScore, inline_diff, mean_scores, score_page
 from vist2.eval.models import model_path
 from vist2.loading import load_model
@@ -57,21 +57,21 @@ def ocr_pages(
     per_doc = []
     for doc in docs:
         ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
-        chunks = [c for c in split_into_chunks(ids, tokenizer, chunk_tokens, beta) if c.compressed]
-        per_doc.append((doc.source, chunks))
-    pages: list[OCRPage] = []
-    for turn in range(max((len(c) for _, c in per_doc), default=0)):
-        for source, chunks in per_doc:
-            if turn >= len(chunks):
-                continue
-            ids = chunks[turn].token_ids
-            text = decode_pieces(tokenizer, [ids])[0]  # what OCR training draws for these ids
-            if not text.strip():
-                continue
-            pages.append(OCRPage(len(pages), source, ids, text, language_of(text)))
-            if max_pages is not None and len(pages) >= max_pages:
-                return pages
-    return pages
+        chunks = split_into_chunks(ids, tokenizer, chunk_tokens, beta)
+        # a page shows the decode of its own ids, as OCR training draws it
+        texts = [decode_pieces(tokenizer, [c.token_ids])[0] for c in chunks]
+        per_doc.append(
+            [
+                (doc.source, c.token_ids, text)
+                for c, text in zip(chunks, texts, strict=True)
+                if c.compressed and text.strip()
+            ]
+        )
+    picked = round_robin(per_doc, max_pages)
+    return [
+        OCRPage(i, source, ids, text, language_of(text))
+        for i, (source, ids, text) in enumerate(picked)
+    ]
 
 
 class GreedyReader:

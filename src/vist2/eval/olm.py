@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from vist2.chunker import split_into_chunks
 from vist2.errors import Vist2Error
+from vist2.eval.data import round_robin
 from vist2.eval.metrics import perplexity
 from vist2.eval.models import model_path
 from vist2.layout import (
@@ -60,18 +61,9 @@ def olm_windows(
     per_doc = []
     for doc in docs:
         ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
-        per_doc.append(
-            [(doc.source, ids[i : i + length]) for i in range(0, len(ids) - length + 1, length)]
-        )
-    windows: list[Window] = []
-    for turn in range(max((len(w) for w in per_doc), default=0)):
-        for doc_windows in per_doc:
-            if turn < len(doc_windows):
-                source, ids = doc_windows[turn]
-                windows.append(Window(source, tuple(ids)))
-                if max_windows is not None and len(windows) >= max_windows:
-                    return windows
-    return windows
+        starts = range(0, len(ids) - length + 1, length)
+        per_doc.append([Window(doc.source, tuple(ids[i : i + length])) for i in starts])
+    return round_robin(per_doc, max_windows)
 
 
 def window_layout(
