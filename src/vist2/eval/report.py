@@ -114,9 +114,12 @@ def ratio_png(runs: Sequence[dict], path: Path) -> None:
     ratios = [run["compression_ratio"] for run in runs]
     languages = [lang for lang in runs[0]["summary"] if lang != "all"]
     for lang in languages:
-        for key, style in (("rouge_l", "-o"), ("character_accuracy", "--s")):
+        for key, name, style in (
+            ("rouge_l", "ROUGE-L", "-o"),
+            ("character_accuracy", "character accuracy", "--s"),
+        ):
             values = [run["summary"].get(lang, {}).get(key, float("nan")) for run in runs]
-            ax.plot(ratios, values, style, label=f"{lang} {key.replace('_', ' ')}")
+            ax.plot(ratios, values, style, label=f"{lang} {name}")
     ax.set_xlabel("compression ratio r (text tokens per page / β)")
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("score")
