@@ -320,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_command(sub)  # vist2 serve
 
+    from vist2.eval.cli import add_commands as add_eval_commands
+
+    add_eval_commands(sub)  # vist2 eval ocr|olm|needle
+
     bench = sub.add_parser(
         "bench", help="benchmarks: efficiency (policies side by side), render"
     ).add_subparsers(dest="bench", required=True)
