@@ -22,7 +22,7 @@ if [ -d "$RUN/checkpoints" ]; then
     RESUME=(--resume)
 fi
 # configs/train/small-ocr.json: lr 2e-3 on every module (random-init LLM, so it trains too),
-# 4,500 steps x 16 sequences, curriculum 1 page (60 %), 2-4 pages (30 %), 5-8 pages (10 %),
+# 4,000 steps x 16 sequences, curriculum 1 page (60 %), 2-4 pages (30 %), 5-8 pages (10 %),
 # a checkpoint every 100 steps (about a minute at one page per sample).
 vist2 train --stage ocr --recipe tiny --model "$INIT" --data "$DATA" --out "$RUN" \
     --config configs/train/small-ocr.json "${RESUME[@]}"

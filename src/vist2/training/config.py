@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vist2.errors import ConfigError
+from vist2.loss import LOSS_IMPLS
 
 STAGES = ("caption", "ocr", "olm", "sft")
 MODULES = ("vision_model", "aligner", "language_model")
@@ -40,6 +41,7 @@ OPERATIONAL_FIELDS = frozenset(
         "progress",
         "max_bad_records",
         "tensorboard",
+        "loss_impl",  # every implementation computes the same loss (vist2.loss)
     }
 )
 
@@ -103,6 +105,10 @@ class TrainConfig:
     """dense (boolean rule-2 mask), flex (BlockMask, GPU only) or auto (flex on GPU, else dense)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward (long OLM sequences on small GPUs)."""
+    loss_impl: str = "auto"
+    """Next-token loss (vist2.loss): chunked (checkpointed chunks of the LM head, any device),
+    fused (liger-kernel, CUDA), plain (all logits at once) or auto (fused where it runs, else
+    chunked)."""
     cpu: bool = False
     """Train on CPU even where a GPU is present."""
     cpu_threads: int | None = None
@@ -225,6 +231,8 @@ class TrainConfig:
             fail("mixed_precision", f"must be one of {MIXED_PRECISION}")
         if self.attention not in ATTENTION:
             fail("attention", f"must be one of {ATTENTION}")
+        if self.loss_impl not in LOSS_IMPLS:
+            fail("loss_impl", f"must be one of {LOSS_IMPLS}")
         if self.cpu_threads is not None and (
             not isinstance(self.cpu_threads, int) or self.cpu_threads < 1
         ):

@@ -130,6 +130,16 @@ def chars_per_token(tokenizer, docs: Sequence[Document], budget: int = 200_000) 
     return max(sum(map(len, sample)) / max(n_tokens, 1), 0.25)
 
 
+def chars_per_token_by_source(
+    tokenizer, docs: Sequence[Document], budget: int = 50_000
+) -> dict[str, float]:
+    """`chars_per_token` of each source file's documents, keyed by `Document.source`."""
+    groups: dict[str, list[Document]] = {}
+    for doc in docs:
+        groups.setdefault(doc.source, []).append(doc)
+    return {source: chars_per_token(tokenizer, group, budget) for source, group in groups.items()}
+
+
 def split_spans(text: str, span_chars: int) -> list[tuple[int, int]]:
     """Cut `text` into consecutive spans of about `span_chars` characters, at whitespace when
     there is some in the last fifth of a span."""
@@ -240,12 +250,15 @@ class _SpanDataset(StageDataset):
     ) -> None:
         self.docs = docs
         self.span_tokens = span_tokens
-        ratio = chars_per_token(tokenizer, docs) if docs else 1.0
-        span_chars = max(math.ceil(span_tokens * ratio * SPAN_MARGIN), 1)
+        # One ratio per source file: English and Chinese differ ~3x in characters per token, and
+        # a ratio averaged over both would give one language pages far short of K tokens.
+        ratios = chars_per_token_by_source(tokenizer, docs)
         self.spans = [
             Span(i, s, e)
             for i, doc in enumerate(docs)
-            for s, e in split_spans(doc.text, span_chars)
+            for s, e in split_spans(
+                doc.text, max(math.ceil(span_tokens * ratios[doc.source] * SPAN_MARGIN), 1)
+            )
         ]
         super().__init__(model_config, tokenizer, config, len(self.spans))
 

@@ -415,7 +415,7 @@ def train(
                     batch["attention_mask"] = block_mask(batch)
                 inputs = {k: batch[k] for k in MODEL_INPUTS}
                 with accelerator.accumulate(model):
-                    out = model(**inputs)
+                    out = model(**inputs, loss_impl=config.loss_impl)
                     token_loss_sum = out.loss * out.num_labelled  # this micro-batch's label sum
                     # accelerate divides by `accumulation` and DDP averages over processes:
                     # scale so the gradient is d(sum of all token losses) / d(weights) / labelled.
