@@ -42,6 +42,10 @@ OPERATIONAL_FIELDS = frozenset(
         "max_bad_records",
         "tensorboard",
         "loss_impl",  # every implementation computes the same loss (vist2.loss)
+        # the same global batch, data order and loss, in smaller pieces or with recomputation:
+        # what an out-of-memory message asks to lower before --resume
+        "micro_batch_size",
+        "gradient_checkpointing",
     }
 )
 
