@@ -157,7 +157,9 @@ PRESETS["small"] = {
     "chunk_tokens": 64,
     "visual_tokens_per_page": 16,
     "compression_ratio": 4.0,
-    "aligner": "tanh",
+    # Linear-GELU-Linear: with the paper's tanh aligner this model's visual tokens saturated at
+    # +-1 (98.7 % of values) and went constant within 1,100 steps at lr 2e-3, and it never read.
+    "aligner": "mlp",
     "merge_size": 2,
     "render": {"page_width": 128, "page_height": 128, "font_size": 12, "min_font_size": 7},
 }
