@@ -22,7 +22,8 @@ if [ -d "$RUN/checkpoints" ]; then
     RESUME=(--resume)
 fi
 # configs/train/small-ocr.json: lr 1e-3 on every module (random-init LLM, so it trains too),
-# 3,400 steps x 16 sequences, curriculum 1 page (70 %), 2-4 pages (25 %), 5-8 pages (5 %),
-# a checkpoint every 100 steps (about a minute at one page per sample).
+# 3,000 steps x 16 sequences, curriculum 1 page (80 %), 2-4 pages (17 %), 5-8 pages (3 %),
+# half the pages with their words (Chinese: characters) shuffled, so that they must be read,
+# a checkpoint every 100 steps (about two minutes at one page per sample).
 vist2 train --stage ocr --recipe tiny --model "$INIT" --data "$DATA" --out "$RUN" \
     --config configs/train/small-ocr.json "${RESUME[@]}"

@@ -134,6 +134,9 @@ class TrainConfig:
     """OCR only: pages per sample over training (easy / medium / hard)."""
     ocr_page_tokens: int | None = None
     """OCR only: text tokens shown on one page (None = the model's K)."""
+    ocr_shuffle_fraction: float = 0.0
+    """OCR only: fraction of pages whose words (characters, for text without spaces such as
+    Chinese) are shuffled before rendering, so they can be read but not guessed from context."""
     synthetic_size: int = 100_000
     """Caption only: samples in one epoch of the built-in synthetic shapes set."""
 
@@ -241,6 +244,9 @@ class TrainConfig:
             not isinstance(self.cpu_threads, int) or self.cpu_threads < 1
         ):
             fail("cpu_threads", "must be an integer >= 1 or None")
+        value = self.ocr_shuffle_fraction
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            fail("ocr_shuffle_fraction", "must be a number in [0, 1]")
         if self.ocr_page_tokens is not None and (
             not isinstance(self.ocr_page_tokens, int) or self.ocr_page_tokens < 1
         ):
