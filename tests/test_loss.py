@@ -74,3 +74,17 @@ def test_impl_choice():
         resolve_impl("fused", cpu)
     with pytest.raises(ConfigError, match="must be one of"):
         resolve_impl("triton", cpu)
+
+
+def test_labelled_logits_come_back_without_autograd(tiny_model):
+    layouts = [build_layout(s, BETA) for s in STAGES["ocr"]]
+    batch = collate_layouts(layouts)
+    pages = torch.rand(sum(lay.num_pages for lay in layouts), 64, 64) * 2 - 1
+    inputs = {k: batch[k] for k in ("input_ids", "visual_mask", "position_ids", "labels")}
+    inputs.update(attention_mask=batch["attention_mask"], pages=pages)
+    with torch.no_grad():
+        evaluated = tiny_model(**inputs)
+    trained = tiny_model(**inputs)
+    assert evaluated.logits.shape == (evaluated.num_labelled, 2048)
+    assert trained.logits is None and trained.loss.requires_grad
+    torch.testing.assert_close(evaluated.loss, trained.loss.detach())

@@ -9,7 +9,8 @@ Notable:
   mismatch raises a clear `ValueError` instead of a shape error deep in torch.
 - The loss runs the LM head only on labelled slots, and by default one checkpointed chunk of them
   at a time (`vist2.loss`): at 8k slots and a 152k vocabulary the full logits tensor and its
-  gradient would be the largest things in memory. `return_logits=True` keeps the plain path.
+  gradient would be the largest things in memory. Without autograd (evaluation), or with
+  `return_logits=True`, the labelled slots' logits are returned as before.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from vist2.loss import next_token_loss_sum
 @dataclass
 class VIST2Output(ModelOutput):
     loss: torch.Tensor | None = None  # mean next-token loss over labelled slots
-    # (B, L, V) without labels; with labels None, or (n_labelled, V) if return_logits=True
+    # (B, L, V) without labels; with labels (n_labelled, V) under no_grad or return_logits=True,
+    # else None (training: the memory-safe loss never holds them all)
     logits: torch.Tensor | None = None
     num_labelled: int | None = None  # slots that carried a label
     past_key_values: object | None = None
@@ -185,7 +187,7 @@ class VIST2Model(PreTrainedModel):
         visual_tokens: torch.Tensor | None = None,
         logits_to_keep: int = 0,
         loss_impl: str = "auto",
-        return_logits: bool = False,
+        return_logits: bool | None = None,
         **kwargs,
     ) -> VIST2Output:
         """One pass over a laid-out batch (see `vist2.layout.collate_layouts`).
@@ -195,7 +197,8 @@ class VIST2Model(PreTrainedModel):
         flex-attention BlockMask. Without `labels`, logits of the last `logits_to_keep` slots
         (0 = all). With `labels`, the loss over labelled slots by `loss_impl` (`vist2.loss`:
         auto, chunked, fused or plain) and no logits, unless `return_logits` (then the plain path
-        and the labelled slots' logits (n_labelled, V)).
+        and the labelled slots' logits (n_labelled, V)). `return_logits=None` means True without
+        autograd (evaluation: the logits cost no gradient) and False with it (training).
         """
         if visual_tokens is None and pages is not None and pages.shape[0] > 0:
             visual_tokens = self.encode_pages(pages)
@@ -221,6 +224,8 @@ class VIST2Model(PreTrainedModel):
         kept, targets = hidden[keep], labels[keep]  # [n_labelled, D], [n_labelled]
         n = int(keep.sum())
         logits = None
+        if return_logits is None:
+            return_logits = not torch.is_grad_enabled()
         if return_logits:
             logits = head(kept)  # [n_labelled, V]
             loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
