@@ -42,7 +42,7 @@ STAGES = {
 }
 
 
-def run(model, segment_lists, pages=None):
+def run(model, segment_lists, pages=None, **kwargs):
     layouts = [build_layout(s, BETA) for s in segment_lists]
     batch = collate_layouts(layouts)
     n_pages = sum(lay.num_pages for lay in layouts)
@@ -56,6 +56,7 @@ def run(model, segment_lists, pages=None):
         position_ids=batch["position_ids"],
         attention_mask=batch["attention_mask"],
         labels=batch["labels"],
+        **kwargs,
     )
 
 
@@ -72,7 +73,7 @@ def test_forward_backward_each_stage(tiny_model, stage):
 
 
 def test_loss_is_mean_over_labelled_slots(tiny_model):
-    out = run(tiny_model, STAGES["olm"])
+    out = run(tiny_model, STAGES["olm"], return_logits=True)
     labels = collate_layouts([build_layout(s, BETA) for s in STAGES["olm"]])["labels"]
     assert out.num_labelled == int((labels != -100).sum())
     assert out.logits.shape == (out.num_labelled, tiny_model.config.text_config.vocab_size)
@@ -80,10 +81,10 @@ def test_loss_is_mean_over_labelled_slots(tiny_model):
 
 def test_save_load_round_trip(tiny_model, tiny_tokenizer, tmp_path):
     pages = torch.rand(8, 64, 64) * 2 - 1
-    expected = run(tiny_model, STAGES["sft"], pages)
+    expected = run(tiny_model, STAGES["sft"], pages, return_logits=True)
     save_model(tiny_model, tiny_tokenizer, tmp_path)
     loaded, tokenizer = load_model(tmp_path)
-    got = run(loaded, STAGES["sft"], pages)
+    got = run(loaded, STAGES["sft"], pages, return_logits=True)
     torch.testing.assert_close(got.logits, expected.logits)
     assert loaded.config.to_dict()["render"] == tiny_model.config.render
     assert tokenizer("hello")["input_ids"] == tiny_tokenizer("hello")["input_ids"]
@@ -155,9 +156,9 @@ def test_siglip2_naflex_encoder_and_mlp_aligner():
 
 def test_eager_attention_gets_the_same_mask_as_sdpa(tiny_model):
     pages = torch.rand(8, 64, 64) * 2 - 1
-    sdpa = run(tiny_model, STAGES["olm"], pages)
+    sdpa = run(tiny_model, STAGES["olm"], pages, return_logits=True)
     tiny_model.set_attn_implementation("eager")
-    eager = run(tiny_model, STAGES["olm"], pages)
+    eager = run(tiny_model, STAGES["olm"], pages, return_logits=True)
     torch.testing.assert_close(eager.logits, sdpa.logits, atol=1e-5, rtol=1e-4)
 
 

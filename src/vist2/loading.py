@@ -1,7 +1,9 @@
 """Model directories: write, check and load them (config.json + model.safetensors + tokenizer).
 
 Notable: every missing piece gets one message that names the file and the way to make it, instead
-of the stack trace `from_pretrained` would give.
+of the stack trace `from_pretrained` would give. A shipped model is loaded by name, offline, from
+inside the package (`load_model("vist2-small")`, `vist2 generate --model vist2-small`); an
+existing directory of the same name wins.
 """
 
 from __future__ import annotations
@@ -16,6 +18,16 @@ from vist2.errors import Vist2Error
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 MODEL_DIR = "model"  # where a training run directory keeps its trained model
+
+
+SHIPPED_MODELS = ("vist2-small",)  # model directories inside the package: assets/models/NAME
+
+
+def shipped_model_path(name: str) -> Path:
+    """Where the shipped model `name` lives inside the installed package."""
+    if name not in SHIPPED_MODELS:
+        raise Vist2Error(f"no shipped model {name!r}; shipped: {', '.join(SHIPPED_MODELS)}")
+    return Path(str(resources.files("vist2") / "assets" / "models" / name))
 
 
 def tiny_tokenizer_path() -> Path:
@@ -60,7 +72,16 @@ def check_model_dir(path: str | Path, weights: bool = True) -> Path:
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """A model directory, or a training run directory whose `model/` holds the trained model."""
+    """A model directory, a training run directory whose `model/` holds the trained model, or
+    the name of a shipped model (`SHIPPED_MODELS`) when no such path exists."""
+    if str(path) in SHIPPED_MODELS and not Path(path).exists():
+        shipped = shipped_model_path(str(path))
+        if not (shipped / "model.safetensors").is_file():
+            raise Vist2Error(
+                f"the shipped model {path} is missing from this install ({shipped}); "
+                "reinstall vist2, or export one with scripts/ship_small_model.sh"
+            )
+        return check_model_dir(shipped)
     path = Path(path)
     if (path / MODEL_DIR / "config.json").is_file() and not (path / "config.json").is_file():
         return path / MODEL_DIR

@@ -7,8 +7,10 @@ Notable:
   channels, so an RGB-pretrained SigLIP reads them unchanged.
 - Visual tokens are spliced into the LLM's input embeddings at the slots the layout marks; a count
   mismatch raises a clear `ValueError` instead of a shape error deep in torch.
-- The loss runs the LM head only on labelled slots: at 8k slots and a 152k vocabulary the full
-  logits tensor would be the largest thing in memory.
+- The loss runs the LM head only on labelled slots, and by default one checkpointed chunk of them
+  at a time (`vist2.loss`): at 8k slots and a 152k vocabulary the full logits tensor and its
+  gradient would be the largest things in memory. Without autograd (evaluation), or with
+  `return_logits=True`, the labelled slots' logits are returned as before.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from vist2.aligner import Aligner
 from vist2.config import VIST2Config
 from vist2.errors import Vist2Error
 from vist2.layout import IGNORE_INDEX
+from vist2.loss import next_token_loss_sum
 
 
 @dataclass
 class VIST2Output(ModelOutput):
     loss: torch.Tensor | None = None  # mean next-token loss over labelled slots
-    logits: torch.Tensor | None = None  # (B, L, V), or (n_labelled, V) when labels are given
+    # (B, L, V) without labels; with labels (n_labelled, V) under no_grad or return_logits=True,
+    # else None (training: the memory-safe loss never holds them all)
+    logits: torch.Tensor | None = None
     num_labelled: int | None = None  # slots that carried a label
     past_key_values: object | None = None
     hidden_states: torch.Tensor | None = None  # (B, L, D) last hidden states
@@ -181,14 +186,19 @@ class VIST2Model(PreTrainedModel):
         use_cache: bool = False,
         visual_tokens: torch.Tensor | None = None,
         logits_to_keep: int = 0,
+        loss_impl: str = "auto",
+        return_logits: bool | None = None,
         **kwargs,
     ) -> VIST2Output:
         """One pass over a laid-out batch (see `vist2.layout.collate_layouts`).
 
         input_ids, visual_mask, position_ids, labels: (B, L); pages: (N, H, W) in slot order (or
         precomputed `visual_tokens` (N, β, D)); attention_mask: (B, 1, L, L_kv) bool, or a
-        flex-attention BlockMask. With `labels`, logits are computed for labelled slots only;
-        without, for the last `logits_to_keep` slots (0 = all).
+        flex-attention BlockMask. Without `labels`, logits of the last `logits_to_keep` slots
+        (0 = all). With `labels`, the loss over labelled slots by `loss_impl` (`vist2.loss`:
+        auto, chunked, fused or plain) and no logits, unless `return_logits` (then the plain path
+        and the labelled slots' logits (n_labelled, V)). `return_logits=None` means True without
+        autograd (evaluation: the logits cost no gradient) and False with it (training).
         """
         if visual_tokens is None and pages is not None and pages.shape[0] > 0:
             visual_tokens = self.encode_pages(pages)
@@ -211,9 +221,17 @@ class VIST2Model(PreTrainedModel):
                 logits=head(kept), past_key_values=out.past_key_values, hidden_states=hidden
             )
         keep = labels != IGNORE_INDEX  # [B, L]
-        logits = head(hidden[keep])  # [n_labelled, V]
+        kept, targets = hidden[keep], labels[keep]  # [n_labelled, D], [n_labelled]
         n = int(keep.sum())
-        loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum") / max(n, 1)
+        logits = None
+        if return_logits is None:
+            return_logits = not torch.is_grad_enabled()
+        if return_logits:
+            logits = head(kept)  # [n_labelled, V]
+            loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+        else:
+            loss_sum = next_token_loss_sum(kept, head, targets, impl=loss_impl)
+        loss = loss_sum / max(n, 1)
         return VIST2Output(
             loss=loss,
             logits=logits,

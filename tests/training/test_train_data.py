@@ -2,6 +2,7 @@
 
 import functools
 import json
+import random
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from vist2.training.datasets import (
     build_dataset,
     collate_examples,
     olm_tokens_for_length,
+    shuffle_text,
     split_spans,
 )
 from vist2.training.problems import BadDataBudgetExceeded, DataProblem, ProblemLog
@@ -236,3 +238,30 @@ def test_directories_skip_hidden_files_but_not_dotdot_paths(tmp_path, monkeypatc
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert [p.name for p in list_files("../data", (".txt",))] == ["a.txt"]
+
+
+def test_shuffle_text_keeps_the_glyphs():
+    rng = random.Random(0)
+    english = "It is a truth universally acknowledged, that a single man in possession"
+    shuffled = shuffle_text(english, rng)
+    assert shuffled != english and sorted(shuffled.split()) == sorted(english.split())
+    chinese = "满纸荒唐言，一把辛酸泪！\r\n都云作者痴，谁解其中味？"
+    shuffled = shuffle_text(chinese, rng)
+    assert shuffled != chinese and sorted(shuffled) == sorted(c for c in chinese if not c.isspace())
+
+
+def test_ocr_shuffle_fraction(tmp_path, model_config, tiny_tokenizer):
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
+
+    def texts(fraction):
+        cfg = tiny_train_config("ocr", max_length=K * 100, ocr_shuffle_fraction=fraction)
+        ds = OCRDataset(docs, model_config, tiny_tokenizer, cfg)
+        ds.samples_per_step, ds.total_steps = 4, 10
+        return [ds[s].layout.input_ids.tolist() for s in range(40)]
+
+    plain, none, half, every = texts(0.0), texts(0.0), texts(0.5), texts(1.0)
+    assert plain == none  # deterministic
+    changed = [a != b for a, b in zip(plain, every, strict=True)]
+    assert all(changed)
+    assert 0 < sum(a != b for a, b in zip(plain, half, strict=True)) < len(plain)
+    assert half == texts(0.5)  # the draw is keyed by the sample, not by call order

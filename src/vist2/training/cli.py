@@ -1,8 +1,9 @@
-"""`vist2 train` and `vist2 plot`: register them on the main CLI with `add_commands(subparsers)`.
+"""`vist2 train`, `vist2 plot`, `vist2 loss-memory`: register them on the main CLI with `add_commands(subparsers)`.
 
     vist2 train --stage caption|ocr|olm|sft --model DIR --data PATH --out RUN_DIR
                 [--recipe paper|tiny] [--config FILE.json] [--max-steps N] [--resume]
     vist2 plot RUN_DIR [RUN_DIR ...] [--out PNG]
+    vist2 loss-memory [--preset NAME] [--slots 8192] ...   (vist2.training.memory)
 
 The config of a run is the recipe, then the JSON file's fields (`TrainConfig` names; unknown
 names are an error), then `--max-steps`. Multi-process: `accelerate launch [--config_file
@@ -50,7 +51,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers) -> None:
-    """Add `train` and `plot` to an argparse sub-parser set (vist2.cli.build_parser's `sub`)."""
+    """Add `train`, `plot` and `loss-memory` to an argparse sub-parser set (vist2.cli.build_parser's `sub`)."""
     from vist2.training.config import RECIPES, STAGES
 
     p = subparsers.add_parser(
@@ -91,6 +92,10 @@ def add_commands(subparsers) -> None:
     )
     p.add_argument("--out", help="PNG to write (default: RUN_DIR/loss.png of the first run)")
     p.set_defaults(func=cmd_plot)
+
+    from vist2.training.memory import add_command as add_loss_memory
+
+    add_loss_memory(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vist2.errors import ConfigError
+from vist2.loss import LOSS_IMPLS
 
 STAGES = ("caption", "ocr", "olm", "sft")
 MODULES = ("vision_model", "aligner", "language_model")
@@ -40,6 +41,11 @@ OPERATIONAL_FIELDS = frozenset(
         "progress",
         "max_bad_records",
         "tensorboard",
+        "loss_impl",  # every implementation computes the same loss (vist2.loss)
+        # the same global batch, data order and loss, in smaller pieces or with recomputation:
+        # what an out-of-memory message asks to lower before --resume
+        "micro_batch_size",
+        "gradient_checkpointing",
     }
 )
 
@@ -103,6 +109,10 @@ class TrainConfig:
     """dense (boolean rule-2 mask), flex (BlockMask, GPU only) or auto (flex on GPU, else dense)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward (long OLM sequences on small GPUs)."""
+    loss_impl: str = "auto"
+    """Next-token loss (vist2.loss): chunked (checkpointed chunks of the LM head, any device),
+    fused (liger-kernel, CUDA), plain (all logits at once) or auto (fused where it runs, else
+    chunked)."""
     cpu: bool = False
     """Train on CPU even where a GPU is present."""
     cpu_threads: int | None = None
@@ -124,6 +134,9 @@ class TrainConfig:
     """OCR only: pages per sample over training (easy / medium / hard)."""
     ocr_page_tokens: int | None = None
     """OCR only: text tokens shown on one page (None = the model's K)."""
+    ocr_shuffle_fraction: float = 0.0
+    """OCR only: fraction of pages whose words (characters, for text without spaces such as
+    Chinese) are shuffled before rendering, so they can be read but not guessed from context."""
     synthetic_size: int = 100_000
     """Caption only: samples in one epoch of the built-in synthetic shapes set."""
 
@@ -225,10 +238,15 @@ class TrainConfig:
             fail("mixed_precision", f"must be one of {MIXED_PRECISION}")
         if self.attention not in ATTENTION:
             fail("attention", f"must be one of {ATTENTION}")
+        if self.loss_impl not in LOSS_IMPLS:
+            fail("loss_impl", f"must be one of {LOSS_IMPLS}")
         if self.cpu_threads is not None and (
             not isinstance(self.cpu_threads, int) or self.cpu_threads < 1
         ):
             fail("cpu_threads", "must be an integer >= 1 or None")
+        value = self.ocr_shuffle_fraction
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            fail("ocr_shuffle_fraction", "must be a number in [0, 1]")
         if self.ocr_page_tokens is not None and (
             not isinstance(self.ocr_page_tokens, int) or self.ocr_page_tokens < 1
         ):

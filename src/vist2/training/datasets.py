@@ -23,6 +23,7 @@ SFT [template, query pages (+ raw tail), template, response chunks, EOS], loss o
 from __future__ import annotations
 
 import math
+import random
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +129,28 @@ def chars_per_token(tokenizer, docs: Sequence[Document], budget: int = 200_000) 
             break
     n_tokens = sum(len(ids) for ids in tokenizer(sample, add_special_tokens=False)["input_ids"])
     return max(sum(map(len, sample)) / max(n_tokens, 1), 0.25)
+
+
+def chars_per_token_by_source(
+    tokenizer, docs: Sequence[Document], budget: int = 50_000
+) -> dict[str, float]:
+    """`chars_per_token` of each source file's documents, keyed by `Document.source`."""
+    groups: dict[str, list[Document]] = {}
+    for doc in docs:
+        groups.setdefault(doc.source, []).append(doc)
+    return {source: chars_per_token(tokenizer, group, budget) for source, group in groups.items()}
+
+
+def shuffle_text(text: str, rng: random.Random) -> str:
+    """`text`'s words in random order, or its characters for text written without spaces (Chinese):
+    the same glyphs, nothing a language model could guess them from."""
+    chars = [c for c in text if not c.isspace()]
+    if sum(ord(c) >= 0x2E80 for c in chars) <= len(chars) // 3:  # mostly not CJK: spaced words
+        words = text.split()
+        rng.shuffle(words)
+        return " ".join(words)
+    rng.shuffle(chars)
+    return "".join(chars)
 
 
 def split_spans(text: str, span_chars: int) -> list[tuple[int, int]]:
@@ -240,12 +263,15 @@ class _SpanDataset(StageDataset):
     ) -> None:
         self.docs = docs
         self.span_tokens = span_tokens
-        ratio = chars_per_token(tokenizer, docs) if docs else 1.0
-        span_chars = max(math.ceil(span_tokens * ratio * SPAN_MARGIN), 1)
+        # One ratio per source file: English and Chinese differ ~3x in characters per token, and
+        # a ratio averaged over both would give one language pages far short of K tokens.
+        ratios = chars_per_token_by_source(tokenizer, docs)
         self.spans = [
             Span(i, s, e)
             for i, doc in enumerate(docs)
-            for s, e in split_spans(doc.text, span_chars)
+            for s, e in split_spans(
+                doc.text, max(math.ceil(span_tokens * ratios[doc.source] * SPAN_MARGIN), 1)
+            )
         ]
         super().__init__(model_config, tokenizer, config, len(self.spans))
 
@@ -316,10 +342,19 @@ class OCRDataset(_SpanDataset):
             sample, self.samples_per_step, self.total_steps, c.curriculum, self.max_pages, c.seed
         )
 
+    def page_ids(self, sample: int, page: int, unit: int) -> tuple[list[int], str, int | None]:
+        """Token ids of page `page` of `sample` (span `unit`), shuffled for a fraction of pages
+        (`TrainConfig.ocr_shuffle_fraction`); the draw is keyed by (seed, sample, page)."""
+        rng = random.Random(f"{self.config.seed}-{sample}-{page}")
+        if rng.random() >= self.config.ocr_shuffle_fraction:
+            return self.span_ids(unit)
+        text, source, line = self.span_text(unit)
+        return encode(self.tokenizer, shuffle_text(text, rng))[: self.span_tokens], source, line
+
     def make_example(self, sample: int, unit: int) -> Example:
         page_ids, page_images, skipped = [], [], []
         for j in range(self.pages_for(sample)):
-            ids, source, line = self.span_ids((unit + j) % self.num_units)
+            ids, source, line = self.page_ids(sample, j, (unit + j) % self.num_units)
             if not ids:
                 continue
             try:

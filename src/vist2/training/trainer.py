@@ -12,6 +12,8 @@ Stages differ only in data (`datasets.py`), layout and config (`config.py`); thi
   micro-batch's token-loss sum is divided by that count. So 1 process x 4 micro-batches,
   2 processes x 2 and 4 x 1 compute the same gradient (up to float rounding), whatever the
   sequence lengths.
+- A device out-of-memory in a step stops the run with one `TrainingOutOfMemoryError` naming the
+  step, the micro-batch's shape and the settings to lower; nothing of that step is written.
 - Before the optimizer step, a NaN/inf loss or gradient norm stops the run on every process with
   a clear `Vist2Error`; nothing is written, so the last checkpoint is the last good state.
 - Attention mask: the dense boolean rule-2 mask on CPU; on GPU a flex-attention `BlockMask` built
@@ -61,6 +63,36 @@ MODEL_INPUTS = ("input_ids", "visual_mask", "pages", "position_ids", "attention_
 
 class NonFiniteLossError(Vist2Error):
     """The loss or the gradient norm became NaN or infinite."""
+
+
+class TrainingOutOfMemoryError(Vist2Error):
+    """The device ran out of memory in a training step."""
+
+
+def out_of_memory_message(
+    step: int, shape: tuple[int, int], config: TrainConfig, latest: Path | None
+) -> str:
+    """What ran out of memory where, the settings that lower the need, and where to resume."""
+    sequences, slots = shape
+    lower = [
+        f"micro_batch_size (now {config.micro_batch_size}; batch_size {config.batch_size} stays "
+        "the same through gradient accumulation)",
+        f"max_length (now {config.max_length}; a new run, since it changes the data)",
+    ]
+    if not config.gradient_checkpointing:
+        lower.append("gradient_checkpointing (now off; set it true)")
+    if config.loss_impl == "plain":
+        lower.append("loss_impl (now plain; 'auto' never holds the full-vocabulary logits)")
+    where = (
+        f"the last checkpoint {latest} is intact; resume from it with --resume "
+        "(micro_batch_size and gradient_checkpointing may change on resume)"
+        if latest is not None
+        else "no checkpoint was written yet (none yet); start again with the lower settings"
+    )
+    return (
+        f"step {step}: out of device memory in a micro-batch of {sequences} sequence(s) x {slots} "
+        f"slots. Lower in --config: {'; '.join(lower)}. Nothing of this step was saved: {where}"
+    )
 
 
 @dataclass
@@ -284,6 +316,36 @@ def save_final_model(accelerator, model, tokenizer, run_dir: Path) -> Path:
     return final
 
 
+def forward_backward(
+    accelerator,
+    model,
+    micro_batches: list[dict],
+    config: TrainConfig,
+    use_flex: bool,
+    labelled: int,
+) -> torch.Tensor:
+    """Forward and backward of every micro-batch of one step; the step's token-loss sum (fp64).
+
+    Each micro-batch's token-loss sum is divided by `labelled`, the global batch's label count.
+    """
+    processes = accelerator.num_processes
+    accumulation = accelerator.gradient_accumulation_steps
+    loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    for batch in micro_batches:
+        if use_flex:
+            batch = pad_to_multiple(batch, FLEX_BLOCK)
+            batch["attention_mask"] = block_mask(batch)
+        inputs = {k: batch[k] for k in MODEL_INPUTS}
+        with accelerator.accumulate(model):
+            out = model(**inputs, loss_impl=config.loss_impl)
+            token_loss_sum = out.loss * out.num_labelled  # this micro-batch's label sum
+            # accelerate divides by `accumulation` and DDP averages over processes:
+            # scale so the gradient is d(sum of all token losses) / d(weights) / labelled.
+            accelerator.backward(token_loss_sum * (processes * accumulation / max(labelled, 1)))
+        loss_sum += token_loss_sum.detach().to(torch.float64)
+    return loss_sum
+
+
 # -- the loop -------------------------------------------------------------------------------------
 
 
@@ -408,21 +470,15 @@ def train(
                 torch.tensor(local, dtype=torch.float64, device=device), "sum"
             )
             labelled, slots, pages, new_problems = (int(c) for c in counts.tolist())
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            for batch in micro_batches:
-                if use_flex:
-                    batch = pad_to_multiple(batch, FLEX_BLOCK)
-                    batch["attention_mask"] = block_mask(batch)
-                inputs = {k: batch[k] for k in MODEL_INPUTS}
-                with accelerator.accumulate(model):
-                    out = model(**inputs)
-                    token_loss_sum = out.loss * out.num_labelled  # this micro-batch's label sum
-                    # accelerate divides by `accumulation` and DDP averages over processes:
-                    # scale so the gradient is d(sum of all token losses) / d(weights) / labelled.
-                    accelerator.backward(
-                        token_loss_sum * (processes * accumulation / max(labelled, 1))
-                    )
-                loss_sum += token_loss_sum.detach().to(torch.float64)
+            largest = max(tuple(b["input_ids"].shape) for b in micro_batches)  # (B, L)
+            try:
+                loss_sum = forward_backward(
+                    accelerator, model, micro_batches, config, use_flex, labelled
+                )
+            except torch.OutOfMemoryError:
+                raise TrainingOutOfMemoryError(
+                    out_of_memory_message(step + 1, largest, config, checkpoints.latest())
+                ) from None
             loss_value = float(accelerator.reduce(loss_sum, "sum")) / max(labelled, 1)
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(
@@ -439,7 +495,12 @@ def train(
                     f"before the optimizer step. The last good checkpoint is {checkpoints.latest() or '(none yet)'}"
                 )
             lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}  # the rates of this step
-            optimizer.step()
+            try:
+                optimizer.step()  # the first step allocates AdamW's state
+            except torch.OutOfMemoryError:
+                raise TrainingOutOfMemoryError(
+                    out_of_memory_message(step + 1, largest, config, checkpoints.latest())
+                ) from None
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -519,6 +580,9 @@ def train(
 __all__ = [
     "MODEL_DIR",
     "NonFiniteLossError",
+    "TrainingOutOfMemoryError",
+    "forward_backward",
+    "out_of_memory_message",
     "TrainResult",
     "param_groups",
     "resolve_model_dir",

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Put a vist2-small training checkpoint into the package, where `vist2 generate --model
+# vist2-small` and `Engine.from_pretrained("vist2-small")` find it offline, and redraw its loss
+# curve for the model card. Run from the repo root:
+#
+#   bash scripts/ship_small_model.sh /work/runs/vist2-small-ocr/checkpoints/step-N
+#   bash scripts/ship_small_model.sh /work/runs/vist2-small-ocr      # its newest checkpoint
+#
+# Writes src/vist2/assets/models/vist2-small/ (config.json, model.safetensors in fp32, the
+# tokenizer, training.json: run, step, loss, time) and docs/model/vist2-small-loss.png.
+set -euo pipefail
+SOURCE=${1:?usage: bash scripts/ship_small_model.sh RUN_DIR/checkpoints/step-N (or RUN_DIR)}
+OUT=src/vist2/assets/models/vist2-small
+export PYTHONPATH=${PYTHONPATH:-$PWD/src}
+
+python -m vist2.training.export "$SOURCE" --out "$OUT"
+RUN=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['run'])" "$OUT/training.json")
+mkdir -p docs/model
+vist2 plot "$RUN" --out docs/model/vist2-small-loss.png
+python - "$OUT" <<'PY'
+import os, sys
+size = os.path.getsize(os.path.join(sys.argv[1], "model.safetensors"))
+assert size <= 50e6, f"model.safetensors is {size / 1e6:.1f} MB, over the 50 MB limit"
+PY
+# loads by name, offline, and writes under every policy
+for policy in global prompt none; do
+    vist2 generate --model vist2-small --policy "$policy" --max-new-tokens 8 \
+        --prompt "It is a truth universally acknowledged" --json > /dev/null
+done
+echo "shipped $OUT (loads as vist2-small under global, prompt and none)"

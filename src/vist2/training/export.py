@@ -1,0 +1,134 @@
+"""Export a training checkpoint (or run) as a vist2 model directory: `python -m vist2.training.export`.
+
+    python -m vist2.training.export SOURCE --out DIR [--dtype float32|bfloat16|float16]
+
+SOURCE is a checkpoint (`RUN_DIR/checkpoints/step-N`), or a run directory (its finished `model/`
+if there is one, else its newest checkpoint). The model's config and tokenizer come from the
+model the run started from (`RUN_DIR/run.json`); the weights from the checkpoint. DIR gets
+config.json, model.safetensors, the tokenizer and `training.json` (where the weights come from:
+run, step, loss, training time, the run's config), written atomically (a temp dir, then a rename).
+
+`scripts/ship_small_model.sh` uses this to put vist2-small into the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from vist2.errors import Vist2Error
+from vist2.loading import MODEL_DIR, load_model, load_tokenizer, resolve_model_dir
+from vist2.training.checkpoint import MARKER, CheckpointManager, replace_dir
+from vist2.training.metrics import METRICS_FILE, read_metrics
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def find_weights(source: Path) -> tuple[Path, Path]:
+    """(run directory, checkpoint or model directory holding the weights) of `source`."""
+    if (source / MARKER).is_file() and source.parent.name == "checkpoints":
+        return source.parent.parent, source
+    if (source / "run.json").is_file():
+        if (source / MODEL_DIR / "model.safetensors").is_file():
+            return source, source / MODEL_DIR
+        latest = CheckpointManager(source / "checkpoints").latest()
+        if latest is not None:
+            return source, latest
+        raise Vist2Error(f"run {source} has no finished model and no checkpoint yet")
+    raise Vist2Error(
+        f"{source} is neither a checkpoint (RUN_DIR/checkpoints/step-N with {MARKER}) nor a run "
+        "directory (with run.json)"
+    )
+
+
+def provenance(run_dir: Path, weights: Path) -> dict:
+    """Where the weights come from: run, stage, step, loss and time at that step, the config."""
+    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    step = None
+    if (weights / MARKER).is_file():
+        step = json.loads((weights / MARKER).read_text(encoding="utf-8"))["step"]
+    records = read_metrics(run_dir / METRICS_FILE)
+    if step is None and records:  # a finished model: the run's last step
+        step = records[-1]["step"]
+    at_step = [r for r in records if r["step"] <= (step or 0)]
+    last = at_step[-1] if at_step else {}
+    window = [r["loss"] for r in at_step[-50:]]
+    config_path = run_dir / "train_config.json"
+    return {
+        "run": str(run_dir),
+        "weights": str(weights),
+        "stage": info.get("stage"),
+        "data": info.get("data"),
+        "step": step,
+        "loss": last.get("loss"),
+        "loss_mean_last_50_steps": sum(window) / len(window) if window else None,
+        "elapsed_s": last.get("elapsed_s"),
+        "slots_seen": sum(r.get("slots", 0) for r in at_step),
+        "labelled_tokens_seen": sum(r.get("labelled_tokens", 0) for r in at_step),
+        "pages_seen": sum(r.get("pages", 0) for r in at_step),
+        "train_config": json.loads(config_path.read_text(encoding="utf-8"))
+        if config_path.is_file()
+        else None,
+    }
+
+
+def export(source: str | Path, out: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Write the model of `source` (checkpoint or run) into `out`; returns `out`."""
+    run_dir, weights = find_weights(Path(source))
+    base = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["model"]
+    base_dir = resolve_model_dir(base)
+    model, _ = load_model(base_dir, dtype=torch.float32)
+    state = load_file(str(weights / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"language_model.lm_head.weight"} if model.config.tie_word_embeddings else set()
+    if unexpected or set(missing) - tied:
+        raise Vist2Error(
+            f"{weights}: the weights do not fit the model of {base_dir} (missing "
+            f"{sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]})"
+        )
+    model = model.to(dtype)
+    out = Path(out)
+    tmp = out.parent / f".tmp-{out.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    load_tokenizer(base_dir).save_pretrained(str(tmp))
+    info = provenance(run_dir, weights)
+    (tmp / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    replace_dir(tmp, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vist2.training.export", description=__doc__)
+    parser.add_argument("source", help="RUN_DIR/checkpoints/step-N, or a run directory")
+    parser.add_argument("--out", required=True, help="model directory to write (replaced)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    args = parser.parse_args(argv)
+    try:
+        out = export(args.source, args.out, DTYPES[args.dtype])
+    except Vist2Error as err:
+        print(f"vist2: error: {err}", file=sys.stderr)
+        return 2
+    info = json.loads((out / "training.json").read_text(encoding="utf-8"))
+    size = (out / "model.safetensors").stat().st_size
+    loss = "?" if info["loss"] is None else f"{info['loss']:.4f}"
+    print(
+        f"wrote {out}: step {info['step']} of {info['run']}, loss {loss}, "
+        f"model.safetensors {size / 1e6:.1f} MB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["export", "find_weights", "main", "provenance"]

@@ -1,0 +1,66 @@
+"""Loading the shipped model by name (vist2-small): offline, from inside the package, under every
+policy; an existing directory of the same name wins; a missing shipped model is a clear error."""
+
+import json
+
+import pytest
+from conftest import CORPORA
+
+from vist2.cli import main
+from vist2.engine import Engine
+from vist2.errors import Vist2Error
+from vist2.loading import load_model, resolve_model_dir, shipped_model_path
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine.from_pretrained("vist2-small")
+
+
+def test_the_shipped_model_resolves_inside_the_package():
+    path = resolve_model_dir("vist2-small")
+    assert path == shipped_model_path("vist2-small")
+    assert path.parts[-3:] == ("assets", "models", "vist2-small")
+    assert (path / "model.safetensors").stat().st_size <= 50e6
+    info = json.loads((path / "training.json").read_text())
+    assert info["step"] >= 1 and info["stage"] == "ocr"
+    model, tokenizer = load_model("vist2-small")
+    cfg = model.config
+    assert (cfg.chunk_tokens, cfg.visual_tokens_per_page, cfg.compression_ratio) == (64, 16, 4.0)
+    assert len(tokenizer) <= cfg.text_config.vocab_size
+
+
+@pytest.mark.parametrize("policy", ["global", "prompt", "none"])
+def test_generates_under_every_policy(engine, policy):
+    path = CORPORA / "en" / "pride_and_prejudice.txt"
+    text = path.read_text(encoding="utf-8")[2_000:2_600] if path.is_file() else "a b c " * 100
+    new = engine.config.chunk_tokens + 6  # past one chunk boundary: `global` compresses output
+    result = engine.generate(text, policy=policy, max_new_tokens=new, stop_on_eos=False)
+    assert len(result.token_ids) == new and result.finish_reason == "length"
+    k, beta = engine.config.chunk_tokens, engine.config.visual_tokens_per_page
+    full, tail = divmod(result.stats.prompt_tokens, k)
+    prompt_pages = full + (tail > beta)  # a tail longer than β is compressed too (DESIGN.md)
+    expected_pages = {"none": 0, "prompt": prompt_pages, "global": prompt_pages + 1}[policy]
+    assert result.stats.pages == expected_pages
+
+
+def test_cli_generate_by_name(capsys):
+    code = main(["generate", "--model", "vist2-small", "--prompt", "It is a truth universally "
+                 "acknowledged", "--max-new-tokens", "4", "--json"])  # fmt: skip
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["stats"]["generated_tokens"] >= 1
+
+
+def test_a_directory_of_the_same_name_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vist2-small").mkdir()
+    with pytest.raises(Vist2Error, match="has no config.json"):
+        resolve_model_dir("vist2-small")
+
+
+def test_unknown_and_missing_shipped_models(monkeypatch, tmp_path):
+    with pytest.raises(Vist2Error, match="no shipped model 'vist2-huge'"):
+        shipped_model_path("vist2-huge")
+    monkeypatch.setattr("vist2.loading.shipped_model_path", lambda name: tmp_path / name)
+    with pytest.raises(Vist2Error, match="missing from this install"):
+        resolve_model_dir("vist2-small")
