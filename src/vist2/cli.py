@@ -310,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)  # vist2 train, vist2 plot
 
+    from vist2.eval.cli import add_commands as add_eval_commands
+
+    add_eval_commands(sub)  # vist2 eval ocr|olm|needle
+
     bench = sub.add_parser(
         "bench", help="benchmarks: efficiency (policies side by side), render"
     ).add_subparsers(dest="bench", required=True)

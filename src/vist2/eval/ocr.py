@@ -1,0 +1,354 @@
+"""`vist2 eval ocr`: does the model read its own pages back?
+
+Pages are the model's chunks of held-out text: each document is tokenized with the model's
+tokenizer and cut into chunks of K tokens with the tail rule (`split_into_chunks`); every
+compressed chunk is one page. As in OCR training (`OCRDataset`), a page shows the decode of its
+own token ids, and that decode is the expected text.
+
+Reading is the stage-2 layout [v, c]: the page's β visual tokens at positions 0..β-1, then the
+model writes greedily, one token at a time with a KV cache, exactly as many tokens as the page
+holds. Pages are read in batches; every page has β visual tokens, so a batch needs no padding.
+
+Sanity anchors (tests): a reader that returns the expected ids scores 100 % on every metric; a
+random-init model scores near zero.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import DynamicCache
+
+from vist2.chunker import decode_pieces, split_into_chunks
+from vist2.engine import Engine
+from vist2.errors import Vist2Error
+from vist2.eval.data import language_of
+from vist2.eval.metrics import PageScore, inline_diff, mean_scores, score_page
+from vist2.render import PageOverflowError
+from vist2.training.sources import Document
+
+
+@dataclass(frozen=True)
+class OCRPage:
+    """One page to read back: its token ids and the text it shows."""
+
+    index: int
+    source: str
+    token_ids: tuple[int, ...]
+    text: str
+    language: str
+
+
+Reader = Callable[[Sequence[OCRPage]], list[list[int]]]  # pages -> token ids read per page
+
+
+def ocr_pages(
+    docs: Sequence[Document], tokenizer, chunk_tokens: int, beta: int, max_pages: int | None
+) -> list[OCRPage]:
+    """The compressed chunks of `docs` as pages, taken from the documents in turn (round robin),
+    so that a `max_pages` limit still samples every file."""
+    per_doc = []
+    for doc in docs:
+        ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+        chunks = [c for c in split_into_chunks(ids, tokenizer, chunk_tokens, beta) if c.compressed]
+        per_doc.append((doc.source, chunks))
+    pages: list[OCRPage] = []
+    for turn in range(max((len(c) for _, c in per_doc), default=0)):
+        for source, chunks in per_doc:
+            if turn >= len(chunks):
+                continue
+            ids = chunks[turn].token_ids
+            text = decode_pieces(tokenizer, [ids])[0]  # what OCR training draws for these ids
+            if not text.strip():
+                continue
+            pages.append(OCRPage(len(pages), source, ids, text, language_of(text)))
+            if max_pages is not None and len(pages) >= max_pages:
+                return pages
+    return pages
+
+
+class GreedyReader:
+    """Reads pages with a `VIST2Model`: [β visual tokens, then greedy text], batched, KV-cached.
+
+    With `blank=True` every page is replaced by a blank one: the control that shows what the
+    language model's prior alone scores (fluent text earns some character accuracy by chance).
+    """
+
+    def __init__(self, model, tokenizer, blank: bool = False) -> None:
+        self.engine = Engine(model, tokenizer)  # its renderer + encoder: the inference path
+        self.model = model
+        self.beta = model.config.visual_tokens_per_page
+        self.blank = blank
+
+    @torch.inference_mode()
+    def __call__(self, pages: Sequence[OCRPage]) -> list[list[int]]:
+        texts = ["" if self.blank else p.text for p in pages]
+        visual, _, _ = self.engine.encode_texts(texts)  # [B, β, D]
+        device = visual.device
+        b, beta = visual.shape[0], self.beta
+        steps = max(len(p.token_ids) for p in pages)
+        cache = DynamicCache()
+        out = self.model(
+            input_ids=torch.zeros(b, beta, dtype=torch.long, device=device),
+            visual_mask=torch.ones(b, beta, dtype=torch.bool, device=device),
+            visual_tokens=visual,
+            position_ids=torch.arange(beta, device=device).expand(b, beta),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        read = torch.empty(b, steps, dtype=torch.long, device=device)  # [B, steps]
+        for step in range(steps):
+            read[:, step] = out.logits[:, -1].argmax(dim=-1)
+            if step == steps - 1:
+                break
+            out = self.model(
+                input_ids=read[:, step : step + 1],
+                position_ids=torch.full((b, 1), beta + step, device=device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        rows = read.tolist()
+        return [row[: len(p.token_ids)] for row, p in zip(rows, pages, strict=True)]
+
+
+def oracle_reader(pages: Sequence[OCRPage]) -> list[list[int]]:
+    """Reads every page perfectly: the ground-truth anchor of the scoring path."""
+    return [list(p.token_ids) for p in pages]
+
+
+@dataclass
+class PageResult:
+    page: OCRPage
+    read_ids: list[int]
+    read_text: str
+    score: PageScore
+
+
+def read_pages(
+    pages: Sequence[OCRPage], reader: Reader, tokenizer, batch_size: int, progress: bool = True
+) -> tuple[list[PageResult], list[dict], float]:
+    """Read and score every page: (results, pages that could not be rendered, seconds)."""
+    results: list[PageResult] = []
+    skipped: list[dict] = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(pages), desc="ocr", unit="page", disable=not progress)
+    for i in range(0, len(pages), batch_size):
+        batch = list(pages[i : i + batch_size])
+        try:
+            read = reader(batch)
+        except PageOverflowError:  # find the page(s) that do not fit, read the others
+            read = []
+            for page in batch:
+                try:
+                    read += reader([page])
+                except PageOverflowError as err:
+                    skipped.append({"page": page.index, "source": page.source, "error": str(err)})
+                    read.append(None)
+        for page, ids in zip(batch, read, strict=True):
+            if ids is None:
+                continue
+            text = decode_pieces(tokenizer, [ids])[0]
+            score = score_page(page.text, text, page.token_ids, ids)
+            results.append(PageResult(page, ids, text, score))
+        bar.update(len(batch))
+    bar.close()
+    return results, skipped, time.perf_counter() - start
+
+
+def summarize(results: Sequence[PageResult]) -> dict[str, dict]:
+    """Page-averaged scores per language, plus 'all'."""
+    by_lang: dict[str, list[PageScore]] = {}
+    for r in results:
+        by_lang.setdefault(r.page.language, []).append(r.score)
+    summary = {lang: mean_scores(scores) for lang, scores in sorted(by_lang.items())}
+    summary["all"] = mean_scores([r.score for r in results])
+    return summary
+
+
+def worst_pages(results: Sequence[PageResult], count: int) -> list[PageResult]:
+    """The `count` pages with the lowest character accuracy (ties: lowest token accuracy)."""
+    order = sorted(
+        results, key=lambda r: (r.score.character_accuracy, r.score.token_accuracy, r.page.index)
+    )
+    return order[:count]
+
+
+def write_worst(worst: Sequence[PageResult], renderer, out: Path) -> list[dict]:
+    """Each worst page's image (PNG) and its diff; returns their JSON records."""
+    from PIL import Image
+
+    folder = out / "worst"
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for rank, r in enumerate(worst, start=1):
+        name = f"worst/page_{r.page.index:05d}.png"
+        Image.fromarray(renderer.render(r.page.text).image).save(out / name, optimize=True)
+        records.append(
+            {
+                "rank": rank,
+                "page": r.page.index,
+                "source": r.page.source,
+                "language": r.page.language,
+                "image": name,
+                **r.score.to_dict(),
+                "expected": r.page.text,
+                "read": r.read_text,
+                "diff": inline_diff(r.page.text, r.read_text),
+            }
+        )
+    return records
+
+
+def check_ocr_budget(config, pages: Sequence[OCRPage]) -> None:
+    """A page's β visual tokens + its text must fit the LLM's positions."""
+    budget = getattr(config.text_config, "max_position_embeddings", None)
+    need = config.visual_tokens_per_page + max((len(p.token_ids) for p in pages), default=0)
+    if budget is not None and need > budget:
+        raise Vist2Error(
+            f"reading a page takes {need} positions (β={config.visual_tokens_per_page} + "
+            f"K={config.chunk_tokens}), past the model's max_position_embeddings ({budget})"
+        )
+
+
+@dataclass
+class OCRRun:
+    """What `vist2 eval ocr` was asked to do."""
+
+    model: str
+    data: str
+    out: str
+    split: str = "heldout"
+    max_pages: int | None = None
+    batch_size: int = 16
+    worst: int = 5
+    control: bool = False
+    device: str = "cpu"
+    dtype: torch.dtype | None = None
+    progress: bool = True
+
+
+def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
+    """Read the pages of `run.data` back and write ocr.json, ocr.md, ocr_hist.png, worst/."""
+    from vist2.eval.data import describe_parts, read_eval_documents
+    from vist2.eval.report import environment, histogram_png, write_json
+    from vist2.loading import load_model
+
+    model, tokenizer = load_model(run.model, dtype=run.dtype, device=run.device)
+    config = model.config
+    docs = read_eval_documents(run.data, run.split)
+    k, beta = config.chunk_tokens, config.visual_tokens_per_page
+    pages = ocr_pages(docs, tokenizer, k, beta, run.max_pages)
+    if not pages:
+        raise Vist2Error(
+            f"{run.data}: the {run.split!r} part holds no page of more than β={beta} tokens"
+        )
+    check_ocr_budget(config, pages)
+    results, skipped, seconds = read_pages(
+        pages, reader or GreedyReader(model, tokenizer), tokenizer, run.batch_size, run.progress
+    )
+    control = None
+    if run.control:
+        blank = GreedyReader(model, tokenizer, blank=True)
+        control = summarize(read_pages(pages, blank, tokenizer, run.batch_size, run.progress)[0])
+    out = Path(run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    renderer = GreedyReader(model, tokenizer).engine.renderer
+    report = {
+        "command": "ocr",
+        "model": str(run.model),
+        "reader": "greedy" if reader is None else getattr(reader, "__name__", "custom"),
+        "chunk_tokens": k,
+        "visual_tokens_per_page": beta,
+        "compression_ratio": k / beta,
+        "split": run.split,
+        "data": describe_parts(docs, run.split),
+        "summary": summarize(results),
+        "blank_page_control": control,
+        "pages_per_s": len(results) / max(seconds, 1e-9),
+        "seconds": seconds,
+        "skipped_pages": skipped,
+        "worst": write_worst(worst_pages(results, run.worst), renderer, out),
+        "pages": [
+            {"page": r.page.index, "source": r.page.source, "language": r.page.language}
+            | r.score.to_dict()
+            for r in results
+        ],
+        "environment": environment(),
+    }
+    write_json(out / "ocr.json", report)
+    by_lang: dict[str, list[float]] = {}
+    for r in results:
+        by_lang.setdefault(r.page.language, []).append(r.score.character_accuracy)
+    histogram_png(
+        by_lang, "character accuracy (1 - CER)", "OCR: pages read back", out / "ocr_hist.png"
+    )
+    (out / "ocr.md").write_text(ocr_markdown(report), encoding="utf-8")
+    return report
+
+
+def ocr_markdown(report: dict) -> str:
+    from vist2.eval.report import data_lines, markdown_table, pct
+
+    rows = [
+        [
+            lang,
+            s["pages"],
+            pct(s.get("character_accuracy")),
+            pct(s.get("exact_page_rate")),
+            pct(s.get("token_accuracy")),
+            f"{s['rouge_l']:.3f}" if s["pages"] else "n/a",
+        ]
+        for lang, s in report["summary"].items()
+    ]
+    for lang, s in (report["blank_page_control"] or {}).items():
+        rows.append(
+            [
+                f"{lang}, blank pages (control)",
+                s["pages"],
+                pct(s.get("character_accuracy")),
+                pct(s.get("exact_page_rate")),
+                pct(s.get("token_accuracy")),
+                f"{s['rouge_l']:.3f}" if s["pages"] else "n/a",
+            ]
+        )
+    header = ["language", "pages", "character accuracy", "exact pages", "token accuracy", "ROUGE-L"]
+    lines = [
+        f"# OCR: `{report['model']}`",
+        "",
+        f"K = {report['chunk_tokens']}, β = {report['visual_tokens_per_page']} "
+        f"(r = {report['compression_ratio']:g}); reader: {report['reader']}; "
+        f"{report['pages_per_s']:.2f} pages/s on {report['environment']['accelerator']}.",
+        "",
+        markdown_table(header, rows),
+        "",
+        "![character accuracy per page](ocr_hist.png)",
+        "",
+        f"Data ({report['split']} part):",
+        *data_lines(report["data"]),
+    ]
+    if report["skipped_pages"]:
+        lines += [
+            "",
+            f"{len(report['skipped_pages'])} page(s) could not be rendered (see ocr.json).",
+        ]
+    lines += ["", "## Worst pages", "", "Diff: `[-expected, not read-]{+read, not expected+}`.", ""]
+    for w in report["worst"]:
+        lines += [
+            f"### {w['rank']}. page {w['page']} ({w['language']}, `{w['source']}`): "
+            f"character accuracy {pct(w['character_accuracy'])}, ROUGE-L {w['rouge_l']:.3f}",
+            "",
+            f"![page {w['page']}]({w['image']})",
+            "",
+            "```text",
+            w["diff"],
+            "```",
+            "",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,113 @@
+"""`vist2.eval.ocr`: the two anchors (ground truth -> 100 %, random init -> ~0) and a reader that
+agrees with one uncached forward of the stage-2 layout."""
+
+import json
+
+import eval_helpers
+import pytest
+import torch
+from conftest import tiny_config
+from eval_helpers import single_thread  # noqa: F401 -- autouse: one torch thread
+
+from vist2.errors import Vist2Error
+from vist2.eval.data import read_eval_documents
+from vist2.eval.ocr import (
+    GreedyReader,
+    OCRRun,
+    check_ocr_budget,
+    ocr_pages,
+    oracle_reader,
+    run_ocr,
+)
+from vist2.layout import build_layout, collate_layouts, ocr_layout
+from vist2.loading import load_model
+from vist2.render import PageRenderer, pages_to_tensor
+
+data_dir = eval_helpers.data_dir  # fixture
+model_dir = eval_helpers.model_dir  # fixture
+
+
+def test_ground_truth_scores_one_hundred_percent(model_dir, data_dir, tmp_path):
+    run = OCRRun(
+        str(model_dir),
+        str(data_dir),
+        str(tmp_path),
+        split="all",
+        max_pages=12,
+        batch_size=4,
+        progress=False,
+    )
+    report = run_ocr(run, reader=oracle_reader)
+    assert set(report["summary"]) == {"en", "zh", "all"}  # round robin reaches both files
+    for lang, s in report["summary"].items():
+        assert s["pages"] > 0, lang
+        assert s["character_accuracy"] == 1.0 and s["exact_page_rate"] == 1.0
+        assert s["token_accuracy"] == 1.0 and s["rouge_l"] == 1.0
+    assert json.loads((tmp_path / "ocr.json").read_text())["reader"] == "oracle_reader"
+    assert (tmp_path / "ocr_hist.png").stat().st_size > 0
+    assert "| zh |" in (tmp_path / "ocr.md").read_text()
+
+
+def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):
+    run = OCRRun(
+        str(model_dir),
+        str(data_dir),
+        str(tmp_path),
+        split="all",
+        max_pages=12,
+        batch_size=6,
+        worst=3,
+        control=True,
+        progress=False,
+    )
+    report = run_ocr(run)
+    assert report["blank_page_control"]["all"]["pages"] == 12  # the same pages, read blank
+    s = report["summary"]["all"]
+    assert s["pages"] == 12
+    assert s["exact_page_rate"] == 0.0
+    assert s["character_accuracy"] < 0.1 and s["token_accuracy"] < 0.1 and s["rouge_l"] < 0.1
+    worst = report["worst"]
+    assert len(worst) == 3 and all((tmp_path / w["image"]).is_file() for w in worst)
+    assert worst[0]["character_accuracy"] <= worst[-1]["character_accuracy"]
+
+
+def test_cached_reading_matches_one_forward_of_the_ocr_layout(model_dir, data_dir):
+    """Greedy KV-cached reading == argmax of one uncached forward over [v, c] (teacher-forced
+    with the tokens read): the reader uses exactly the training layout."""
+    model, tokenizer = load_model(model_dir)
+    docs = read_eval_documents(data_dir, "all")
+    pages = ocr_pages(docs, tokenizer, 8, 4, max_pages=3)
+    read = GreedyReader(model, tokenizer)(pages)
+    renderer = PageRenderer(model.config.render_config)
+    for page, ids in zip(pages, read, strict=True):
+        layout = build_layout(ocr_layout([ids]), 4)
+        batch = collate_layouts([layout])
+        with torch.inference_mode():
+            logits = model(
+                input_ids=batch["input_ids"],
+                visual_mask=batch["visual_mask"],
+                pages=pages_to_tensor([renderer.render(page.text)]),
+                position_ids=batch["position_ids"],
+                attention_mask=batch["attention_mask"],
+            ).logits[0]  # [L, V]
+        # slot 3 (the last visual token) predicts text token 0, slot 3 + j predicts token j
+        assert logits[3 : 3 + len(ids)].argmax(-1).tolist() == ids
+
+
+def test_pages_follow_the_model_chunks(model_dir, data_dir):
+    model, tokenizer = load_model(model_dir)
+    docs = read_eval_documents(data_dir, "all")
+    pages = ocr_pages(docs, tokenizer, 8, 4, max_pages=None)
+    assert all(5 <= len(p.token_ids) <= 8 for p in pages)  # K, or a tail longer than β
+    assert [p.index for p in pages] == list(range(len(pages)))
+    assert {p.language for p in pages} == {"en", "zh"}
+
+
+def test_a_page_beyond_the_position_budget_is_an_error(model_dir, data_dir):
+    model, tokenizer = load_model(model_dir)
+    pages = ocr_pages(read_eval_documents(data_dir, "all"), tokenizer, 8, 4, max_pages=2)
+    config = tiny_config(
+        text_config={**tiny_config().text_config.to_dict(), "max_position_embeddings": 10}
+    )
+    with pytest.raises(Vist2Error, match="max_position_embeddings"):
+        check_ocr_budget(config, pages)
