@@ -25,3 +25,11 @@ def test_demo_missing_prompt_file_is_one_clear_error(tmp_path, capsys):
     code = main(["demo", "--model", str(tmp_path / "m"), "--prompt-file", str(tmp_path / "no.txt")])
     assert code == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_the_bundled_prompt_is_held_out_moby_dick(tiny_tokenizer):
+    from vist2.demo import demo_prompt
+
+    prompt = demo_prompt(None, tiny_tokenizer, 2048)
+    assert len(tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]) >= 2000
+    assert "Starbuck" in prompt  # the end of the novel, which training never reads

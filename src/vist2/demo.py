@@ -16,7 +16,9 @@ from pathlib import Path
 
 from vist2.errors import Vist2Error
 
-DEFAULT_PROMPT_FILE = "../shared/corpora/en/moby_dick.txt"
+# The start of Moby Dick's held-out part (`vist2.heldout`: never trained on), shipped so the demo
+# runs anywhere; the Gutenberg line breaks are kept, the CRLF endings made LF.
+BUNDLED_PROMPT = Path(__file__).parent / "assets" / "demo_prompt.txt"
 
 
 def add_command(sub) -> None:
@@ -28,8 +30,8 @@ def add_command(sub) -> None:
     )
     p.add_argument(
         "--prompt-file",
-        default=DEFAULT_PROMPT_FILE,
-        help=f"UTF-8 text; its held-out part is the prompt (default {DEFAULT_PROMPT_FILE})",
+        help="UTF-8 text whose held-out part is the prompt (default: the start of Moby Dick's "
+        "held-out part, shipped with vist2)",
     )
     p.add_argument("--prompt-tokens", type=int, default=2048, help="prompt length (default 2048)")
     p.add_argument("--max-new-tokens", type=int, default=512, help="tokens to write (default 512)")
@@ -38,13 +40,17 @@ def add_command(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def demo_prompt(path: str, tokenizer, tokens: int) -> str:
-    """The first `tokens` tokens of the held-out part of `path` (the whole file if it is short)."""
+def demo_prompt(path: str | None, tokenizer, tokens: int) -> str:
+    """The first `tokens` tokens of the held-out part of `path` (the whole file if that part is
+    too short), or of the bundled held-out text."""
     from vist2.cli import read_text_file
     from vist2.heldout import split_text
 
-    text = read_text_file(path)
-    held = split_text(text, "heldout") or text
+    if path is None:
+        text = held = BUNDLED_PROMPT.read_text(encoding="utf-8")
+    else:
+        text = read_text_file(path)
+        held = split_text(text, "heldout") or text
     ids = tokenizer(held, add_special_tokens=False)["input_ids"]
     if len(ids) < tokens:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -118,7 +124,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"model {args.model}: K={cfg.chunk_tokens} text tokens per page, "
         f"β={cfg.visual_tokens_per_page} visual tokens per page (r={cfg.chunk_tokens / cfg.visual_tokens_per_page:g})"
     )
-    print(f"prompt: {args.prompt_tokens} tokens of the held-out part of {args.prompt_file}\n")
+    source = args.prompt_file or "Moby Dick (bundled)"
+    print(f"prompt: {args.prompt_tokens} tokens of the held-out part of {source}\n")
     results = compare_policies(engine, prompt, args.max_new_tokens)
     print("--- written under `global` (prompt and output kept as pages) ---")
     print(results["global"].text.strip())
