@@ -324,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_commands(sub)  # vist2 eval ocr|olm|needle
 
+    from vist2.demo import add_command as add_demo_command
+
+    add_demo_command(sub)  # vist2 demo
+
     bench = sub.add_parser(
         "bench", help="benchmarks: efficiency (policies side by side), render"
     ).add_subparsers(dest="bench", required=True)
