@@ -258,10 +258,27 @@ COMPILE_HELP = "compiled decode steps (torch.compile; CUDA graphs on GPU); defau
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vist2.presets import PRESETS
+    """The `vist2` parser: each command group registers itself."""
+    from vist2.demo import add_command as add_demo_command
+    from vist2.eval.cli import add_commands as add_eval_commands
+    from vist2.serve.cli import add_serve_command
+    from vist2.training.cli import add_commands as add_training_commands
 
     parser = argparse.ArgumentParser(prog="vist2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    add_model_commands(sub)  # vist2 init, render, generate
+    add_training_commands(sub)  # vist2 train, plot
+    add_serve_command(sub)  # vist2 serve
+    add_eval_commands(sub)  # vist2 eval ocr|olm|needle
+    add_demo_command(sub)  # vist2 demo
+    add_bench_commands(sub)  # vist2 bench efficiency|cache|decode|render|serve
+    return parser
+
+
+def add_model_commands(sub) -> None:
+    """vist2 init, render and generate."""
+    from vist2.engine import POLICIES
+    from vist2.presets import PRESETS
 
     p = sub.add_parser("init", help="write a random-init model directory from a preset")
     p.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
@@ -285,10 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pages", type=positive_int, help="render at most this many pages")
     p.set_defaults(func=cmd_render)
 
-    from vist2.engine import POLICIES
-
     p = sub.add_parser("generate", help="generate text under a context policy; stats to stderr")
-    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--model", required=True, help="model directory or a shipped name (vist2-small)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
     src.add_argument("--prompt-file", help="UTF-8 file holding the prompt")
@@ -313,24 +328,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_generate)
 
-    from vist2.training.cli import add_commands
 
-    add_commands(sub)  # vist2 train, vist2 plot
-    from vist2.serve.cli import add_bench_serve, add_serve_command
-
-    add_serve_command(sub)  # vist2 serve
-
-    from vist2.eval.cli import add_commands as add_eval_commands
-
-    add_eval_commands(sub)  # vist2 eval ocr|olm|needle
-
-    from vist2.demo import add_command as add_demo_command
-
-    add_demo_command(sub)  # vist2 demo
+def add_bench_commands(sub) -> None:
+    """vist2 bench efficiency, cache, decode, render and serve."""
+    from vist2.bench.decode import add_parser as add_decode_bench
+    from vist2.serve.cli import add_bench_serve
 
     bench = sub.add_parser(
-        "bench", help="benchmarks: efficiency (policies side by side), render"
+        "bench", help="benchmarks: efficiency, cache, decode, render, serve"
     ).add_subparsers(dest="bench", required=True)
+    add_efficiency_bench(bench)
+    p = bench.add_parser("cache", help="evicting preallocated cache vs Hugging Face DynamicCache")
+    p.add_argument("--preset", default="bench-cpu")
+    p.add_argument("--new-tokens", type=int, default=4096)
+    p.add_argument("--policy", default="global")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_bench_cache)
+    add_decode_bench(bench)  # vist2 bench decode: compiled vs eager
+    p = bench.add_parser(
+        "render",
+        help="pages/s of each renderer path (and Glyph's, with --glyph-dir)",
+        add_help=False,  # -h goes to the benchmark's own parser
+    )
+    # its options belong to vist2.bench.render (`vist2 bench render -h` shows them)
+    p.set_defaults(func=cmd_bench_render, passthrough=True)
+    add_bench_serve(bench)  # vist2 bench serve (the server's load test)
+
+
+def add_efficiency_bench(bench) -> None:
     p = bench.add_parser(
         "efficiency", help="global vs prompt vs none: TTFT, cache, FLOPs, decode speed"
     )
@@ -355,25 +381,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenarios", nargs="+", choices=["context", "writing"], help="default: both")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, help=COMPILE_HELP)
     p.set_defaults(func=cmd_bench_efficiency)
-    p = bench.add_parser("cache", help="evicting preallocated cache vs Hugging Face DynamicCache")
-    p.add_argument("--preset", default="bench-cpu")
-    p.add_argument("--new-tokens", type=int, default=4096)
-    p.add_argument("--policy", default="global")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=cmd_bench_cache)
-    from vist2.bench.decode import add_parser as add_decode_bench
-
-    add_decode_bench(bench)  # vist2 bench decode: compiled vs eager
-    p = bench.add_parser(
-        "render",
-        help="pages/s of each renderer path (and Glyph's, with --glyph-dir)",
-        add_help=False,  # -h goes to the benchmark's own parser
-    )
-    # its options belong to vist2.bench.render (`vist2 bench render -h` shows them)
-    p.set_defaults(func=cmd_bench_render, passthrough=True)
-    add_bench_serve(bench)  # vist2 bench serve (the server's load test)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
