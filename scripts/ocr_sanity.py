@@ -1,0 +1,364 @@
+"""OCR learnability check: can a very small VIST2 model learn to read its pages at all?
+
+Builds a small `VIST2Model` from the project's own pieces (VIST2Config, PageRenderer +
+pages_to_tensor, ocr_layout + build_layout + collate_layouts, the model's forward with labels)
+and trains it with AdamW on a stage-2 OCR task, [page, text], loss on the text. The text is
+random (digits or words drawn at random), so a model that does not look at the page cannot
+beat the unigram loss; the blank-page control (every page replaced by a white page) measures
+exactly that. A model that reads drives the real-page loss far below the blank-page loss.
+
+    python scripts/ocr_sanity.py                       # trivial: 6 digits, 24 px font, 96 px page
+    python scripts/ocr_sanity.py --preset-geometry small --text words --steps 600
+    python scripts/ocr_sanity.py --diagnose            # pipeline checks before training
+
+Every --eval-every steps one row: step, train loss, eval loss on real pages, on blank pages,
+their gap, and the real-page next-token accuracy. Uses one CPU thread unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from vist2.config import VIST2Config
+from vist2.layout import IGNORE_INDEX, build_layout, collate_layouts, ocr_layout
+from vist2.loading import load_tokenizer, tiny_tokenizer_path
+from vist2.model import VIST2Model
+from vist2.render import PageRenderer, pages_to_tensor
+
+CORPUS_DIR = Path("/work/shared/corpora/en")
+
+
+# ---- the task --------------------------------------------------------------------------------
+
+
+class TextSource:
+    """Random page texts: `digits` ("3 7 1 9 4 2": one token per digit with the tiny tokenizer,
+    uniform over 10, so the unigram floor is ln 10) or `words` (words drawn at random from a
+    corpus, so the page text carries no context a blind model could use)."""
+
+    def __init__(self, kind: str, tokens: int, tokenizer, corpus: Path, seed: int) -> None:
+        self.kind, self.tokens, self.tokenizer = kind, tokens, tokenizer
+        self.rng = random.Random(seed)
+        self.words: list[str] = []
+        if kind == "words":
+            files = sorted(corpus.glob("*.txt")) if corpus.is_dir() else [corpus]
+            text = " ".join(f.read_text(encoding="utf-8", errors="ignore") for f in files)
+            self.words = sorted(set(re.findall(r"[A-Za-z]{2,10}", text)))
+            if not self.words:
+                raise SystemExit(f"no words found in {corpus}")
+
+    def sample(self) -> tuple[str, list[int]]:
+        """(page text, its token ids), at most `tokens` ids."""
+        if self.kind == "digits":
+            text = " ".join(self.rng.choice("0123456789") for _ in range(self.tokens))
+            return text, self.encode(text)
+        text = ""
+        while True:  # add words until the next would pass the token budget
+            nxt = (text + " " + self.rng.choice(self.words)).strip()
+            if len(self.encode(nxt)) > self.tokens:
+                break
+            text = nxt
+        return text, self.encode(text)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def make_batch(source: TextSource, renderer: PageRenderer, n: int, beta: int) -> dict:
+    texts, ids = zip(*(source.sample() for _ in range(n)), strict=True)
+    layouts = [build_layout(ocr_layout([t]), beta) for t in ids]
+    batch = collate_layouts(layouts)
+    batch["pages"] = pages_to_tensor(renderer.render_batch(list(texts)))  # [N, H, W]
+    batch["texts"] = list(texts)
+    return batch
+
+
+def forward(model: VIST2Model, batch: dict, blank: bool = False, grad: bool = True):
+    pages = torch.ones_like(batch["pages"]) if blank else batch["pages"]  # white = +1
+    with torch.set_grad_enabled(grad):
+        return model(
+            input_ids=batch["input_ids"],
+            visual_mask=batch["visual_mask"],
+            pages=pages,
+            position_ids=batch["position_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+            return_logits=not grad,
+        )
+
+
+@torch.no_grad()
+def evaluate(model: VIST2Model, batches: list[dict]) -> dict[str, float]:
+    model.eval()
+    out = {}
+    for name, blank in (("real", False), ("blank", True)):
+        loss_sum, n, correct = 0.0, 0, 0
+        for b in batches:
+            o = forward(model, b, blank=blank, grad=False)
+            targets = b["labels"][b["labels"] != IGNORE_INDEX]
+            loss_sum += float(o.loss) * o.num_labelled
+            n += o.num_labelled
+            correct += int((o.logits.argmax(-1) == targets).sum())
+        out[name], out[name + "_acc"] = loss_sum / n, correct / n
+    # how much the visual tokens vary from page to page, relative to their size
+    v = model.encode_pages(batches[0]["pages"])  # [N, β, D]
+    out["spread"] = float(v.std(0).norm(dim=-1).mean() / v.norm(dim=-1).mean())
+    model.train()
+    return out
+
+
+# ---- the model -------------------------------------------------------------------------------
+
+
+def build_config(args, vocab: int) -> VIST2Config:
+    grid = args.page_size // args.patch_size
+    beta = (grid // args.merge) ** 2
+    return VIST2Config(
+        text_config={
+            "model_type": "qwen3",
+            "vocab_size": vocab,
+            "hidden_size": args.text_hidden,
+            "num_hidden_layers": args.text_layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": args.text_hidden // 4,
+            "intermediate_size": 2 * args.text_hidden,
+            "max_position_embeddings": 4096,
+            "tie_word_embeddings": True,
+        },
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "hidden_size": args.vision_hidden,
+            "intermediate_size": 2 * args.vision_hidden,
+            "num_hidden_layers": args.vision_layers,
+            "num_attention_heads": 2,
+            "image_size": args.page_size,
+            "patch_size": args.patch_size,
+            "vision_use_head": False,
+        },
+        chunk_tokens=4 * beta,
+        visual_tokens_per_page=beta,
+        compression_ratio=4.0,
+        aligner=args.aligner,
+        merge_size=args.merge,
+        render={
+            "page_width": args.page_size,
+            "page_height": args.page_size,
+            "font_size": args.font_size,
+            "min_font_size": max(1, args.font_size - 6),
+        },
+    )
+
+
+# ---- pipeline checks (--diagnose) ------------------------------------------------------------
+
+
+def diagnose(model: VIST2Model, batch: dict) -> None:
+    """Pixels reach the loss, pages are told apart, the merge keeps spatial order, and the
+    positions / mask / labels of an OCR layout follow DESIGN.md."""
+    cfg = model.config
+    beta = cfg.visual_tokens_per_page
+    pages = batch["pages"].clone().requires_grad_(True)
+    out = model(
+        input_ids=batch["input_ids"],
+        visual_mask=batch["visual_mask"],
+        pages=pages,
+        position_ids=batch["position_ids"],
+        attention_mask=batch["attention_mask"],
+        labels=batch["labels"],
+    )
+    out.loss.backward()
+    g = pages.grad.abs()
+    print(
+        f"[diag] d loss / d pixels: mean |g| {g.mean():.3e}, pages with zero grad "
+        f"{int((g.flatten(1).sum(1) == 0).sum())}/{g.shape[0]}"
+    )
+    with torch.no_grad():
+        v = model.encode_pages(batch["pages"][:2])  # [2, β, D]
+        blank = model.encode_pages(torch.ones_like(batch["pages"][:1]))
+        print(
+            f"[diag] |v(page0) - v(page1)| / |v(page0)| = {(v[0] - v[1]).norm() / v[0].norm():.3f}; "
+            f"|v(page0) - v(blank)| / |v(page0)| = {(v[0] - blank[0]).norm() / v[0].norm():.3f}"
+        )
+    # merge order: token t of the merged grid must hold patches (2r+i, 2c+j) for i, j < m
+    rows, cols = cfg.patch_grid
+    m = cfg.merge_size
+    ids = torch.arange(rows * cols, dtype=torch.float32).reshape(1, rows * cols, 1)
+    merged = model.aligner.pixel_shuffle(ids)[0]  # [β, m²]
+    ok = True
+    for t in range(merged.shape[0]):
+        r, c = divmod(t, cols // m)
+        want = [(r * m + i) * cols + (c * m + j) for i in range(m) for j in range(m)]
+        ok &= merged[t].tolist() == want
+    print(f"[diag] pixel-shuffle merge keeps row-major spatial order: {ok}")
+    # positions / mask / labels of [page, text]
+    n_text = int((batch["labels"][0] != IGNORE_INDEX).sum())
+    pos = batch["position_ids"][0, : beta + n_text].tolist()
+    print(
+        f"[diag] positions of sample 0: visual {pos[:beta][:4]}..{pos[beta - 1]}, "
+        f"text {pos[beta:]} (want 0..{beta - 1}, then {beta}..{beta + n_text - 1})"
+    )
+    mask = batch["attention_mask"][0, 0, : beta + n_text, : beta + n_text]
+    causal = torch.tril(torch.ones_like(mask))
+    print(f"[diag] mask of sample 0 is plain causal: {bool((mask == causal).all())}")
+    lab = batch["labels"][0, : beta + n_text]
+    ids0 = batch["input_ids"][0, : beta + n_text]
+    print(
+        f"[diag] label at last visual slot = first text token: {int(lab[beta - 1]) == int(ids0[beta])}; "
+        f"labels shift by one: {bool((lab[beta - 1 : beta + n_text - 1] == ids0[beta:]).all())}"
+    )
+    slots = batch["visual_mask"][0].nonzero().flatten().tolist()
+    print(f"[diag] visual slots of sample 0: {slots[0]}..{slots[-1]} ({len(slots)} = β {beta})")
+    model.zero_grad(set_to_none=True)
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--preset-geometry",
+        choices=["trivial", "small"],
+        default="trivial",
+        help="trivial: 96 px page, 24 px font, 6 digits, patch 16, no merge; small: the "
+        "shipped small preset's page (128 px, 12 px font, patch 16, 2x2 merge, "
+        "K=64, beta=16); explicit flags below override",
+    )
+    p.add_argument("--text", choices=["digits", "words"], default=None)
+    p.add_argument("--tokens", type=int, default=None, help="text tokens per page")
+    p.add_argument("--corpus", type=Path, default=CORPUS_DIR)
+    p.add_argument("--page-size", type=int, default=None)
+    p.add_argument("--font-size", type=int, default=None)
+    p.add_argument("--patch-size", type=int, default=16)
+    p.add_argument("--merge", type=int, default=None)
+    p.add_argument("--aligner", choices=["mlp", "tanh"], default="mlp")
+    p.add_argument("--text-hidden", type=int, default=64)
+    p.add_argument("--text-layers", type=int, default=2)
+    p.add_argument("--vision-hidden", type=int, default=64)
+    p.add_argument("--vision-layers", type=int, default=2)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument(
+        "--llm-lr-scale",
+        type=float,
+        default=1.0,
+        help="the LLM's lr is lr x this (0 freezes it); vision encoder and aligner get lr",
+    )
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--eval-samples", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--time-limit", type=float, default=0, help="stop after this many seconds")
+    p.add_argument("--diagnose", action="store_true", help="run the pipeline checks first")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    defaults = {
+        "trivial": {"text": "digits", "tokens": 6, "page_size": 96, "font_size": 24, "merge": 1},
+        "small": {"text": "words", "tokens": 64, "page_size": 128, "font_size": 12, "merge": 2},
+    }[args.preset_geometry]
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Train; return the eval rows (step, train, real, blank, real_acc, blank_acc, seconds)."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    tokenizer = load_tokenizer(tiny_tokenizer_path())
+    config = build_config(args, len(tokenizer))
+    model = VIST2Model(config).train()
+    beta = config.visual_tokens_per_page
+    renderer = PageRenderer(config.render_config)
+    train_src = TextSource(args.text, args.tokens, tokenizer, args.corpus, args.seed)
+    eval_src = TextSource(args.text, args.tokens, tokenizer, args.corpus, args.seed + 10_000)
+    eval_batches = [
+        make_batch(eval_src, renderer, min(args.batch_size, args.eval_samples - i), beta)
+        for i in range(0, args.eval_samples, args.batch_size)
+    ]
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"model: {n_params / 1e6:.2f} M params; page {args.page_size} px, font "
+        f"{args.font_size} px, patch {args.patch_size}, merge {args.merge}, beta {beta}, "
+        f"K {config.chunk_tokens}, aligner {args.aligner}; text {args.text} x {args.tokens} "
+        f"tokens; e.g. {eval_batches[0]['texts'][0]!r}"
+    )
+    if args.text == "digits":
+        print(f"a blind model's floor: ln 10 = {math.log(10):.3f} nats/token")
+    if args.diagnose:
+        diagnose(model, eval_batches[0])
+
+    llm = list(model.language_model.parameters())
+    llm_ids = {id(p) for p in llm}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in llm_ids], "lr": args.lr}]
+    if args.llm_lr_scale > 0:
+        groups.append({"params": llm, "lr": args.lr * args.llm_lr_scale})
+    else:
+        for p in llm:
+            p.requires_grad_(False)
+    opt = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / max(args.warmup, 1))
+            * 0.5
+            * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
+        ),
+    )
+    rows: list[dict] = []
+    header = f"{'step':>5} {'train':>7} {'real':>7} {'blank':>7} {'gap':>7} {'acc':>6} {'blank_acc':>9} {'spread':>7} {'s':>6}"
+    print(header)
+    start, train_loss = time.time(), float("nan")
+
+    def log(step: int) -> None:
+        e = evaluate(model, eval_batches)
+        row = {"step": step, "train": train_loss, "seconds": time.time() - start, **e}
+        rows.append(row)
+        tqdm.write(
+            f"{step:>5} {train_loss:>7.3f} {e['real']:>7.3f} {e['blank']:>7.3f} "
+            f"{e['blank'] - e['real']:>7.3f} {e['real_acc']:>6.3f} {e['blank_acc']:>9.3f} {e['spread']:>7.4f} "
+            f"{row['seconds']:>6.0f}"
+        )
+
+    log(0)
+    bar = tqdm(range(1, args.steps + 1), disable=args.no_progress, file=sys.stderr, leave=False)
+    for step in bar:
+        batch = make_batch(train_src, renderer, args.batch_size, beta)
+        loss = forward(model, batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        train_loss = float(loss.detach())
+        bar.set_postfix(loss=f"{train_loss:.3f}")
+        out_of_time = args.time_limit and time.time() - start > args.time_limit
+        if step % args.eval_every == 0 or step == args.steps or out_of_time:
+            log(step)
+        if out_of_time:
+            tqdm.write(f"time limit {args.time_limit:.0f} s reached at step {step}")
+            break
+    return rows
+
+
+def main(argv=None) -> int:
+    run(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
