@@ -35,6 +35,7 @@ def add_command(sub) -> None:
     )
     p.add_argument("--prompt-tokens", type=int, default=2048, help="prompt length (default 2048)")
     p.add_argument("--max-new-tokens", type=int, default=512, help="tokens to write (default 512)")
+    p.add_argument("--show-chars", type=int, default=600, help="characters of the output to print")
     p.add_argument("--out", default="demo", help="directory for the page PNG (default ./demo)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_demo)
@@ -128,7 +129,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"prompt: {args.prompt_tokens} tokens of the held-out part of {source}\n")
     results = compare_policies(engine, prompt, args.max_new_tokens)
     print("--- written under `global` (prompt and output kept as pages) ---")
-    print(results["global"].text.strip())
+    written = results["global"].text.strip()
+    print(
+        written[: args.show_chars]
+        + (
+            f" … ({len(written) - args.show_chars:,} more characters)"
+            if len(written) > args.show_chars
+            else ""
+        )
+    )
     print("\n--- what each policy kept ---")
     print(compression_table(results))
     shown, read, accuracy, png = read_back_first_page(
