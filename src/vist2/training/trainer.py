@@ -35,6 +35,7 @@ takes it, or the run directory itself, as `--model`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -44,6 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -56,6 +58,9 @@ from vist2.training.datasets import SampleRange, build_dataset, collate_examples
 from vist2.training.metrics import METRICS_FILE, MetricsLog, Progress, read_metrics
 from vist2.training.problems import DataProblem, ProblemLog
 from vist2.training.schedule import warmup_cosine_scheduler
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 FLEX_BLOCK = 128  # flex attention's block size: flex batches are padded to a multiple of it
 MODEL_INPUTS = ("input_ids", "visual_mask", "pages", "position_ids", "attention_mask", "labels")
@@ -346,6 +351,378 @@ def forward_backward(
     return loss_sum
 
 
+# -- the run: what the loop carries --------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Everything one run's loop carries, built once by `build_run`."""
+
+    config: TrainConfig
+    run_dir: Path
+    accelerator: Accelerator
+    checkpoints: CheckpointManager
+    model: torch.nn.Module  # prepared by accelerate (DDP/FSDP wrapper where distributed)
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    dataset: Any
+    loader: torch.utils.data.DataLoader
+    problems: ProblemLog
+    state: TrainerState
+    metrics: MetricsLog | None  # main process only
+    use_flex: bool
+    total_steps: int
+    trainable: list[torch.nn.Parameter]  # taken after prepare: FSDP replaces the parameters
+
+
+@dataclass
+class StepCounts:
+    """A step's counts over the global batch (every micro-batch on every process)."""
+
+    labelled: int
+    slots: int
+    pages: int
+    new_problems: int
+
+
+@dataclass
+class StepOutcome:
+    """What one optimizer step reports to the logs."""
+
+    loss: float
+    grad_norm: float
+    lrs: dict[str, float]  # the rates of this step, by param-group name
+    counts: StepCounts
+    seconds: float
+
+
+# -- building the run -----------------------------------------------------------------------------
+
+
+def configure_process(config: TrainConfig) -> None:
+    """Process-wide settings: CPU threads, and a single-threaded tokenizer before workers fork."""
+    if config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
+    if config.num_workers:  # the tokenizer runs here before workers fork: keep it single-threaded
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def load_trainable_model(
+    config: TrainConfig, model_dir: Path, device: torch.device
+) -> tuple[torch.nn.Module, Any, bool]:
+    """Model and tokenizer in train mode, fp32 master weights; whether it uses flex attention."""
+    model, tokenizer = load_model(model_dir, dtype=torch.float32)  # autocast does bf16 on GPU
+    model.train()
+    use_flex = _use_flex(config, device)
+    if use_flex:
+        model.language_model.set_attn_implementation("flex_attention")
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer, use_flex
+
+
+def load_dataset(config: TrainConfig, data: str | None, model, tokenizer, problems: ProblemLog):
+    """Index the data (bad records counted; tokenized and rendered later in the workers)."""
+    try:
+        dataset = build_dataset(config.stage, data, model.config, tokenizer, config, problems)
+    except Vist2Error as err:
+        if not len(problems):
+            raise
+        raise Vist2Error(
+            f"{err} ({len(problems)} bad records; first: {problems.problems[0]})"
+        ) from None
+    problems.check_budget()
+    return dataset
+
+
+def make_loader(
+    config: TrainConfig, dataset, sampler: SampleRange, tokenizer, use_flex: bool
+) -> torch.utils.data.DataLoader:
+    """The micro-batch DataLoader over `sampler`'s global sample numbers."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.micro_batch_size,
+        sampler=sampler,
+        collate_fn=functools.partial(collate_examples, pad_id=pad_id, dense_mask=not use_flex),
+        num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
+    )
+
+
+def restore_or_seed(
+    accelerator,
+    checkpoints: CheckpointManager,
+    latest: Path | None,
+    sampler: SampleRange,
+    state: TrainerState,
+    config: TrainConfig,
+) -> None:
+    """Load checkpoint `latest` (and rewrite its bad-record log), or seed a fresh start."""
+    if latest is not None:
+        checkpoints.load(accelerator, latest)
+        sampler.restart_at(state.step * config.batch_size)
+        if accelerator.is_main_process:
+            problems = state.problems
+            problems.path.write_text(
+                "".join(json.dumps(p.to_dict()) + "\n" for p in problems.problems), encoding="utf-8"
+            )
+    else:
+        torch.manual_seed(config.seed)  # dropout and anything else random in the model
+
+
+def announce(run: Run, latest: Path | None) -> None:
+    """Print the run's one-line description (and the bad records met so far)."""
+    accelerator, config, state = run.accelerator, run.config, run.state
+    n_trainable = sum(p.numel() for p in run.trainable)
+    n_total = sum(p.numel() for p in accelerator.unwrap_model(run.model).parameters())
+    frozen = [m for m in MODULES if config.learning_rates[m] == 0]
+    accelerator.print(
+        f"vist2 train {config.stage}: {len(run.dataset)} units/epoch, {run.total_steps} steps x {config.batch_size} "
+        f"sequences ({accelerator.num_processes} process(es) x {config.micro_batch_size} x {accelerator.gradient_accumulation_steps} accumulation), "
+        f"max_length {config.max_length}; training {n_trainable / 1e6:.2f}M of {n_total / 1e6:.2f}M parameters "
+        f"(frozen: {', '.join(frozen) or 'none'}); device {accelerator.device}, "
+        f"{'flex BlockMask' if run.use_flex else 'dense mask'}, mixed precision {accelerator.mixed_precision}"
+        + (f"; resuming at step {state.step} from {latest}" if state.step else "")
+    )
+    if len(run.problems):
+        accelerator.print(run.problems.summary())
+
+
+def build_run(
+    config: TrainConfig, model_dir: str | Path, data: str | None, run_dir: str | Path, resume: bool
+) -> Run:
+    """Set up accelerator, RUN_DIR, model, optimizer, data and logs; resume or seed; announce."""
+    run_dir = Path(run_dir)
+    model_dir = resolve_model_dir(model_dir)
+    configure_process(config)
+    accelerator = make_accelerator(config)
+    main = accelerator.is_main_process
+    checkpoints = CheckpointManager(run_dir / "checkpoints", config.keep_last)
+    latest = prepare_run_dir(
+        accelerator, run_dir, checkpoints, config, resume, {"model": str(model_dir), "data": data}
+    )
+    model, tokenizer, use_flex = load_trainable_model(config, model_dir, accelerator.device)
+    groups = param_groups(model, config.learning_rates, config.weight_decay)  # freezing
+    optimizer = torch.optim.AdamW(groups, betas=config.adam_betas, eps=config.adam_eps)
+
+    problems = ProblemLog(config.max_bad_records, run_dir / "bad_data.jsonl" if main else None)
+    dataset = load_dataset(config, data, model, tokenizer, problems)
+    total_steps = config.max_steps or math.ceil(len(dataset) / config.batch_size)
+    dataset.samples_per_step, dataset.total_steps = config.batch_size, total_steps
+    scheduler = warmup_cosine_scheduler(
+        optimizer, total_steps, config.warmup_fraction, config.min_lr_ratio
+    )
+    sampler = SampleRange(0, total_steps * config.batch_size)
+    loader = make_loader(config, dataset, sampler, tokenizer, use_flex)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    state = TrainerState(problems)
+    accelerator.register_for_checkpointing(scheduler, state)
+    resume_from = latest if resume and latest is not None else None
+    restore_or_seed(accelerator, checkpoints, resume_from, sampler, state, config)
+
+    metrics = MetricsLog(run_dir, config.tensorboard) if main else None
+    if metrics is not None and state.step:
+        metrics.truncate_after(state.step)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    run = Run(config, run_dir, accelerator, checkpoints, model, tokenizer, optimizer, scheduler,
+              dataset, loader, problems, state, metrics, use_flex, total_steps, trainable)  # fmt: skip
+    announce(run, latest)
+    return run
+
+
+# -- one step -------------------------------------------------------------------------------------
+
+
+def next_micro_batches(batches, accumulation: int) -> list[dict]:
+    """The step's `accumulation` micro-batches; a worker's Vist2Error re-raised with its own text."""
+    try:
+        return [next(batches) for _ in range(accumulation)]
+    except Vist2Error as err:
+        raise _worker_message(err) from None
+
+
+def count_step(accelerator, micro_batches: list[dict]) -> StepCounts:
+    """Count the step's labels, slots, pages and bad records, summed over all processes."""
+    local = [
+        sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches),
+        sum(int(b["valid"].sum()) for b in micro_batches),
+        sum(int(b["pages"].shape[0]) for b in micro_batches),
+        sum(len(b["problems"]) for b in micro_batches),
+    ]
+    counts = accelerator.reduce(
+        torch.tensor(local, dtype=torch.float64, device=accelerator.device), "sum"
+    )
+    return StepCounts(*(int(c) for c in counts.tolist()))
+
+
+@contextlib.contextmanager
+def out_of_memory_stops_run(run: Run, step: int, largest: tuple[int, int]):
+    """Turn a device out-of-memory inside the block into one `TrainingOutOfMemoryError`."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise TrainingOutOfMemoryError(
+            out_of_memory_message(step + 1, largest, run.config, run.checkpoints.latest())
+        ) from None
+
+
+def forward_backward_step(
+    run: Run, micro_batches: list[dict], labelled: int, step: int, largest: tuple[int, int]
+) -> float:
+    """Forward and backward of the step; its global mean token loss, which must be finite."""
+    with out_of_memory_stops_run(run, step, largest):
+        loss_sum = forward_backward(
+            run.accelerator, run.model, micro_batches, run.config, run.use_flex, labelled
+        )
+    loss = float(run.accelerator.reduce(loss_sum, "sum")) / max(labelled, 1)
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"step {step + 1}: the loss is {loss}; stopped before the optimizer step. "
+            f"The last good checkpoint is {run.checkpoints.latest() or '(none yet)'}; resume from it "
+            "with --resume, perhaps with a lower learning rate in --config"
+        )
+    return loss
+
+
+def clip_gradients(run: Run, step: int, loss: float) -> float:
+    """Clip the gradient norm to `grad_clip`; the norm before clipping, which must be finite."""
+    norm = run.accelerator.clip_grad_norm_(run.trainable, run.config.grad_clip or math.inf)
+    # None under DeepSpeed, which clips inside its own step
+    grad_norm = float("nan") if norm is None else float(norm)
+    if norm is not None and not math.isfinite(grad_norm):
+        raise NonFiniteLossError(
+            f"step {step + 1}: the gradient norm is {grad_norm} (loss {loss:.4f}); stopped "
+            f"before the optimizer step. The last good checkpoint is {run.checkpoints.latest() or '(none yet)'}"
+        )
+    return grad_norm
+
+
+def optimizer_step(run: Run, step: int, largest: tuple[int, int]) -> dict[str, float]:
+    """Optimizer and scheduler step, gradients cleared; the learning rates this step used."""
+    lrs = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
+    with out_of_memory_stops_run(run, step, largest):
+        run.optimizer.step()  # the first step allocates AdamW's state
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return lrs
+
+
+def record_problems(run: Run, micro_batches: list[dict], progress: Progress) -> None:
+    """Gather the bad records any process's workers met this step into the log; check the budget."""
+    from accelerate.utils import gather_object
+
+    mine = [p.to_dict() for b in micro_batches for p in b["problems"]]
+    for problem in run.problems.extend(DataProblem.from_dict(p) for p in gather_object(mine)):
+        progress.note(f"vist2: skipped bad record {problem}")
+    run.problems.check_budget()
+
+
+def train_step(run: Run, batches, step: int, progress: Progress) -> StepOutcome:
+    """One optimizer step (0-based `step`) over the global batch; advances `run.state`."""
+    started = time.perf_counter()
+    micro_batches = next_micro_batches(batches, run.accelerator.gradient_accumulation_steps)
+    # Count first: every micro-batch's loss is divided by the global batch's label count.
+    counts = count_step(run.accelerator, micro_batches)
+    largest = max(tuple(b["input_ids"].shape) for b in micro_batches)  # (B, L)
+    loss = forward_backward_step(run, micro_batches, counts.labelled, step, largest)
+    grad_norm = clip_gradients(run, step, loss)
+    lrs = optimizer_step(run, step, largest)
+    if counts.new_problems:  # bad records met in the workers of any process
+        record_problems(run, micro_batches, progress)
+
+    seconds = time.perf_counter() - started
+    run.state.step = step + 1
+    run.state.labelled_tokens += counts.labelled
+    run.state.slots += counts.slots
+    run.state.elapsed_s += seconds
+    return StepOutcome(loss, grad_norm, lrs, counts, seconds)
+
+
+# -- after a step ---------------------------------------------------------------------------------
+
+
+def step_record(run: Run, outcome: StepOutcome) -> dict:
+    """The step's metrics.jsonl line."""
+    counts, seconds = outcome.counts, outcome.seconds
+    return {
+        "step": run.state.step,
+        "loss": outcome.loss,
+        "lr": next(iter(outcome.lrs.values())),
+        **{f"lr/{k}": v for k, v in outcome.lrs.items() if not k.endswith(".no_decay")},
+        "grad_norm": outcome.grad_norm,
+        "labelled_tokens": counts.labelled,
+        "slots": counts.slots,
+        "pages": counts.pages,
+        "tokens_per_s": counts.slots / max(seconds, 1e-9),
+        "step_time_s": seconds,
+        "elapsed_s": run.state.elapsed_s,
+        "epoch": run.state.step * run.config.batch_size / len(run.dataset),
+        "bad_records": len(run.problems),
+    }
+
+
+def log_step(run: Run, outcome: StepOutcome, progress: Progress) -> None:
+    """Write the step's metrics every `log_every` steps (and the last); advance the progress bar."""
+    step = run.state.step
+    if run.metrics is not None and (step % run.config.log_every == 0 or step == run.total_steps):
+        run.metrics.log(step_record(run, outcome))
+    lr = next(iter(outcome.lrs.values()))
+    progress.update(outcome.loss, lr, outcome.counts.slots / max(outcome.seconds, 1e-9))
+
+
+def maybe_checkpoint(run: Run, loss: float) -> None:
+    """Save a checkpoint every `save_every` steps and after the last step."""
+    step, save_every = run.state.step, run.config.save_every
+    if step == run.total_steps or (save_every and step % save_every == 0):
+        run.checkpoints.save(run.accelerator, step, {"loss": loss})
+
+
+# -- the end --------------------------------------------------------------------------------------
+
+
+def last_logged_loss(metrics_path: Path) -> float | None:
+    """The loss of the last line of metrics.jsonl (None if there is none)."""
+    if not metrics_path.is_file():
+        return None
+    records = read_metrics(metrics_path)
+    return records[-1]["loss"] if records else None
+
+
+def write_summary(run: Run, loss: float | None, model_path: Path) -> None:
+    """Write RUN_DIR/summary.json: how the run ended."""
+    summary = {
+        "stage": run.config.stage,
+        "steps": run.state.step,
+        "final_loss": loss,
+        "labelled_tokens": run.state.labelled_tokens,
+        "elapsed_s": run.state.elapsed_s,
+        "bad_records": len(run.problems),
+        "model": str(model_path),
+    }
+    (run.run_dir / "summary.json").write_text(
+        json.dumps(summary, indent=2) + "\n", encoding="utf-8"
+    )
+
+
+def finish_run(run: Run, loss: float | None) -> TrainResult:
+    """Save RUN_DIR/model and summary.json, print how the run ended, end accelerate's run."""
+    accelerator = run.accelerator
+    if loss is None:  # resumed a finished run: nothing to redo
+        loss = last_logged_loss(run.run_dir / METRICS_FILE)
+    model_path = save_final_model(accelerator, run.model, run.tokenizer, run.run_dir)
+    if accelerator.is_main_process:
+        write_summary(run, loss, model_path)
+    if len(run.problems):
+        accelerator.print(run.problems.summary())
+    accelerator.print(
+        f"done: {run.state.step} steps, last loss {loss if loss is None else round(loss, 4)}; model in {model_path}"
+    )
+    accelerator.end_training()
+    return TrainResult(run.run_dir, model_path, run.state.step, loss, len(run.problems))
+
+
 # -- the loop -------------------------------------------------------------------------------------
 
 
@@ -362,219 +739,26 @@ def train(
     `resume`: continue from the newest checkpoint in `run_dir` (a fresh start if there is none).
     `on_step_end(step)`: called after every optimizer step (and checkpoint) on every process.
     """
-    run_dir = Path(run_dir)
-    model_dir = resolve_model_dir(model_dir)
-    if config.cpu_threads is not None:
-        torch.set_num_threads(config.cpu_threads)
-    if config.num_workers:  # the tokenizer runs here before workers fork: keep it single-threaded
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    accelerator = make_accelerator(config)
-    main = accelerator.is_main_process
-    processes = accelerator.num_processes
-    accumulation = accelerator.gradient_accumulation_steps
-    checkpoints = CheckpointManager(run_dir / "checkpoints", config.keep_last)
-    latest = prepare_run_dir(
-        accelerator, run_dir, checkpoints, config, resume, {"model": str(model_dir), "data": data}
+    run = build_run(config, model_dir, data, run_dir, resume)
+    main = run.accelerator.is_main_process
+    progress = Progress(
+        run.total_steps, run.state.step, config.stage, enabled=main and config.progress
     )
-
-    # Model: fp32 master weights (autocast does bf16 on GPU); freezing from the config.
-    model, tokenizer = load_model(model_dir, dtype=torch.float32)
-    model.train()
-    use_flex = _use_flex(config, accelerator.device)
-    if use_flex:
-        model.language_model.set_attn_implementation("flex_attention")
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    groups = param_groups(model, config.learning_rates, config.weight_decay)
-    optimizer = torch.optim.AdamW(groups, betas=config.adam_betas, eps=config.adam_eps)
-
-    # Data: indexed here (bad records counted), tokenized and rendered in the workers.
-    problems = ProblemLog(config.max_bad_records, run_dir / "bad_data.jsonl" if main else None)
+    loss: float | None = None
+    batches = iter(run.loader)
     try:
-        dataset = build_dataset(config.stage, data, model.config, tokenizer, config, problems)
-    except Vist2Error as err:
-        if not len(problems):
-            raise
-        raise Vist2Error(
-            f"{err} ({len(problems)} bad records; first: {problems.problems[0]})"
-        ) from None
-    problems.check_budget()
-    total_steps = config.max_steps or math.ceil(len(dataset) / config.batch_size)
-    dataset.samples_per_step, dataset.total_steps = config.batch_size, total_steps
-    scheduler = warmup_cosine_scheduler(
-        optimizer, total_steps, config.warmup_fraction, config.min_lr_ratio
-    )
-    sampler = SampleRange(0, total_steps * config.batch_size)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=config.micro_batch_size,
-        sampler=sampler,
-        collate_fn=functools.partial(collate_examples, pad_id=pad_id, dense_mask=not use_flex),
-        num_workers=config.num_workers,
-        generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
-    )
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    state = TrainerState(problems)
-    accelerator.register_for_checkpointing(scheduler, state)
-    if resume and latest is not None:
-        checkpoints.load(accelerator, latest)
-        sampler.restart_at(state.step * config.batch_size)
-        if main:
-            problems.path.write_text(
-                "".join(json.dumps(p.to_dict()) + "\n" for p in problems.problems), encoding="utf-8"
-            )
-    else:
-        torch.manual_seed(config.seed)  # dropout and anything else random in the model
-
-    metrics = MetricsLog(run_dir, config.tensorboard) if main else None
-    metrics_path = run_dir / METRICS_FILE
-    if metrics is not None and state.step:
-        metrics.truncate_after(state.step)
-    # taken after prepare: FSDP replaces the parameters
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in trainable)
-    n_total = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
-    frozen = [m for m in MODULES if config.learning_rates[m] == 0]
-    accelerator.print(
-        f"vist2 train {config.stage}: {len(dataset)} units/epoch, {total_steps} steps x {config.batch_size} "
-        f"sequences ({processes} process(es) x {config.micro_batch_size} x {accumulation} accumulation), "
-        f"max_length {config.max_length}; training {n_trainable / 1e6:.2f}M of {n_total / 1e6:.2f}M parameters "
-        f"(frozen: {', '.join(frozen) or 'none'}); device {accelerator.device}, "
-        f"{'flex BlockMask' if use_flex else 'dense mask'}, mixed precision {accelerator.mixed_precision}"
-        + (f"; resuming at step {state.step} from {latest}" if state.step else "")
-    )
-    if len(problems):
-        accelerator.print(problems.summary())
-
-    progress = Progress(total_steps, state.step, config.stage, enabled=main and config.progress)
-    device = accelerator.device
-    loss_value: float | None = None
-    batches = iter(loader)
-    try:
-        for step in range(state.step, total_steps):
-            started = time.perf_counter()
-            try:
-                micro_batches = [next(batches) for _ in range(accumulation)]
-            except Vist2Error as err:
-                raise _worker_message(err) from None
-
-            # Count first: every micro-batch's loss is divided by the global batch's label count.
-            local = [
-                sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches),
-                sum(int(b["valid"].sum()) for b in micro_batches),
-                sum(int(b["pages"].shape[0]) for b in micro_batches),
-                sum(len(b["problems"]) for b in micro_batches),
-            ]
-            counts = accelerator.reduce(
-                torch.tensor(local, dtype=torch.float64, device=device), "sum"
-            )
-            labelled, slots, pages, new_problems = (int(c) for c in counts.tolist())
-            largest = max(tuple(b["input_ids"].shape) for b in micro_batches)  # (B, L)
-            try:
-                loss_sum = forward_backward(
-                    accelerator, model, micro_batches, config, use_flex, labelled
-                )
-            except torch.OutOfMemoryError:
-                raise TrainingOutOfMemoryError(
-                    out_of_memory_message(step + 1, largest, config, checkpoints.latest())
-                ) from None
-            loss_value = float(accelerator.reduce(loss_sum, "sum")) / max(labelled, 1)
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(
-                    f"step {step + 1}: the loss is {loss_value}; stopped before the optimizer step. "
-                    f"The last good checkpoint is {checkpoints.latest() or '(none yet)'}; resume from it "
-                    "with --resume, perhaps with a lower learning rate in --config"
-                )
-            norm = accelerator.clip_grad_norm_(trainable, config.grad_clip or math.inf)
-            # None under DeepSpeed, which clips inside its own step
-            grad_norm = float("nan") if norm is None else float(norm)
-            if norm is not None and not math.isfinite(grad_norm):
-                raise NonFiniteLossError(
-                    f"step {step + 1}: the gradient norm is {grad_norm} (loss {loss_value:.4f}); stopped "
-                    f"before the optimizer step. The last good checkpoint is {checkpoints.latest() or '(none yet)'}"
-                )
-            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}  # the rates of this step
-            try:
-                optimizer.step()  # the first step allocates AdamW's state
-            except torch.OutOfMemoryError:
-                raise TrainingOutOfMemoryError(
-                    out_of_memory_message(step + 1, largest, config, checkpoints.latest())
-                ) from None
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            if new_problems:  # bad records met in the workers of any process
-                from accelerate.utils import gather_object
-
-                mine = [p.to_dict() for b in micro_batches for p in b["problems"]]
-                for problem in problems.extend(
-                    DataProblem.from_dict(p) for p in gather_object(mine)
-                ):
-                    progress.note(f"vist2: skipped bad record {problem}")
-                problems.check_budget()
-
-            seconds = time.perf_counter() - started
-            state.step = step + 1
-            state.labelled_tokens += labelled
-            state.slots += slots
-            state.elapsed_s += seconds
-            lr = next(iter(lrs.values()))
-            if metrics is not None and (
-                state.step % config.log_every == 0 or state.step == total_steps
-            ):
-                record = {
-                    "step": state.step,
-                    "loss": loss_value,
-                    "lr": lr,
-                    **{f"lr/{k}": v for k, v in lrs.items() if not k.endswith(".no_decay")},
-                    "grad_norm": grad_norm,
-                    "labelled_tokens": labelled,
-                    "slots": slots,
-                    "pages": pages,
-                    "tokens_per_s": slots / max(seconds, 1e-9),
-                    "step_time_s": seconds,
-                    "elapsed_s": state.elapsed_s,
-                    "epoch": state.step * config.batch_size / len(dataset),
-                    "bad_records": len(problems),
-                }
-                metrics.log(record)
-            progress.update(loss_value, lr, slots / max(seconds, 1e-9))
-            if state.step == total_steps or (
-                config.save_every and state.step % config.save_every == 0
-            ):
-                checkpoints.save(accelerator, state.step, {"loss": loss_value})
+        for step in range(run.state.step, run.total_steps):
+            outcome = train_step(run, batches, step, progress)
+            loss = outcome.loss
+            log_step(run, outcome, progress)
+            maybe_checkpoint(run, loss)
             if on_step_end is not None:
-                on_step_end(state.step)
+                on_step_end(run.state.step)
     finally:
         progress.close()
-        if metrics is not None:
-            metrics.close()
-
-    if loss_value is None and metrics_path.is_file():  # resumed a finished run: nothing to redo
-        records = read_metrics(metrics_path)
-        loss_value = records[-1]["loss"] if records else None
-    model_path = save_final_model(accelerator, model, tokenizer, run_dir)
-    if main:
-        summary = {
-            "stage": config.stage,
-            "steps": state.step,
-            "final_loss": loss_value,
-            "labelled_tokens": state.labelled_tokens,
-            "elapsed_s": state.elapsed_s,
-            "bad_records": len(problems),
-            "model": str(model_path),
-        }
-        (run_dir / "summary.json").write_text(
-            json.dumps(summary, indent=2) + "\n", encoding="utf-8"
-        )
-    if len(problems):
-        accelerator.print(problems.summary())
-    accelerator.print(
-        f"done: {state.step} steps, last loss {loss_value if loss_value is None else round(loss_value, 4)}; model in {model_path}"
-    )
-    accelerator.end_training()
-    return TrainResult(run_dir, model_path, state.step, loss_value, len(problems))
+        if run.metrics is not None:
+            run.metrics.close()
+    return finish_run(run, loss)
 
 
 __all__ = [
