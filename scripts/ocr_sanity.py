@@ -236,6 +236,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--text", choices=["digits", "words"], default=None)
     p.add_argument("--tokens", type=int, default=None, help="text tokens per page")
+    p.add_argument(
+        "--tokens-from",
+        type=int,
+        default=0,
+        help="curriculum: training pages hold this many tokens at step 1, growing linearly to "
+        "--tokens by --ramp-steps (eval pages always hold --tokens); 0 = no curriculum",
+    )
+    p.add_argument("--ramp-steps", type=int, default=0)
     p.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     p.add_argument("--page-size", type=int, default=None)
     p.add_argument("--font-size", type=int, default=None)
@@ -337,6 +345,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     log(0)
     bar = tqdm(range(1, args.steps + 1), disable=args.no_progress, file=sys.stderr, leave=False)
     for step in bar:
+        train_src.tokens = page_tokens(args, step)
         batch = make_batch(train_src, renderer, args.batch_size, beta)
         loss = forward(model, batch).loss
         opt.zero_grad(set_to_none=True)
@@ -353,6 +362,13 @@ def run(args: argparse.Namespace) -> list[dict]:
             tqdm.write(f"time limit {args.time_limit:.0f} s reached at step {step}")
             break
     return rows
+
+
+def page_tokens(args: argparse.Namespace, step: int) -> int:
+    """Text tokens on a training page at `step` (the --tokens-from -> --tokens ramp)."""
+    if not args.tokens_from or step >= args.ramp_steps:
+        return args.tokens
+    return round(args.tokens_from + (args.tokens - args.tokens_from) * step / args.ramp_steps)
 
 
 def main(argv=None) -> int:

@@ -63,6 +63,10 @@ def test_tiny_recipe_trains_the_same_modules_as_the_paper():
             "curriculum\\[-1\\].until",
         ),
         ({"curriculum": [{"until": 1.0, "min_pages": 3, "max_pages": 2}]}, "curriculum\\[0\\]"),
+        (
+            {"curriculum": [{"until": 1.0, "min_pages": 1, "max_pages": 1, "max_page_tokens": 8}]},
+            "min_page_tokens",
+        ),
         ({"max_stepz": 3}, "no field"),
     ],
 )

@@ -175,6 +175,26 @@ def test_ocr_pages_follow_the_curriculum(tmp_path, model_config, tiny_tokenizer)
     assert int((lay.labels != IGNORE_INDEX).sum()) == int((~lay.visual).sum())  # loss on every c_i
 
 
+def test_ocr_page_text_follows_the_curriculum(tmp_path, model_config, tiny_tokenizer):
+    levels = [
+        {"until": 0.5, "min_pages": 1, "max_pages": 1, "min_page_tokens": 2, "max_page_tokens": 5},
+        {"until": 1.0, "min_pages": 1, "max_pages": 1},
+    ]
+    cfg = tiny_train_config("ocr", max_length=K * 100, curriculum=levels)
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
+    ds = OCRDataset(docs, model_config, tiny_tokenizer, cfg)
+    ds.samples_per_step, ds.total_steps = 4, 10
+
+    def text_tokens(sample: int) -> int:
+        return int((~ds[sample].layout.visual).sum())
+
+    early = [text_tokens(s) for s in range(16)]  # steps 0-3: the short-page level
+    assert all(2 <= n <= 5 for n in early) and len(set(early)) > 1
+    late = [text_tokens(s) for s in range(24, 40)]  # full pages (a span's tokens, <= K) after it
+    assert min(late) > 5 and max(late) <= K
+    assert text_tokens(3) == text_tokens(3)  # the draw is keyed, the same on every call
+
+
 def test_caption_examples_and_broken_images(tmp_path, model_config, tiny_tokenizer):
     path = write_captions(tmp_path / "caps", n=4, broken=(2,))
     records = read_captions(path, ProblemLog(10))

@@ -52,8 +52,8 @@ OPERATIONAL_FIELDS = frozenset(
 
 @dataclass(frozen=True)
 class CurriculumLevel:
-    """One level of the multi-turn OCR curriculum: pages per sample while training is `until`
-    (a fraction of the total steps) or less through."""
+    """One level of the multi-turn OCR curriculum: pages per sample (and, optionally, text
+    tokens per page) while training is `until` (a fraction of the total steps) or less through."""
 
     until: float
     """End of the level as a fraction of max_steps, in (0, 1]; the last level must reach 1."""
@@ -61,6 +61,11 @@ class CurriculumLevel:
     """Fewest pages of a sample at this level."""
     max_pages: int
     """Most pages of a sample at this level."""
+    min_page_tokens: int | None = None
+    """Fewest text tokens on a page at this level (None = a full page: ocr_page_tokens or K)."""
+    max_page_tokens: int | None = None
+    """Most text tokens on a page at this level (None = a full page). Pages with few words are
+    easy to read (large glyphs, nothing to find): a small model learns to read on them first."""
 
 
 # Paper §3.2: easy (1 page), medium (2-4), hard (more than 4). The split over steps is ours.
@@ -267,6 +272,12 @@ class TrainConfig:
             if not (1 <= level.min_pages <= level.max_pages):
                 raise ConfigError(
                     f"{where} needs 1 <= min_pages <= max_pages, got {level.min_pages}..{level.max_pages}"
+                )
+            lo, hi = level.min_page_tokens, level.max_page_tokens
+            if (lo is None) != (hi is None) or (lo is not None and not 1 <= lo <= hi):
+                raise ConfigError(
+                    f"{where} needs both or neither of min_page_tokens and max_page_tokens, "
+                    f"with 1 <= min_page_tokens <= max_page_tokens; got {lo}..{hi}"
                 )
             previous = level.until
         if levels[-1].until != 1.0:

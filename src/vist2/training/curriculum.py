@@ -38,4 +38,23 @@ def pages_for_sample(
     return max(1, min(rng.randint(level.min_pages, level.max_pages), max_pages))
 
 
-__all__ = ["level_at", "pages_for_sample"]
+def page_tokens_for_page(
+    sample: int,
+    page: int,
+    samples_per_step: int,
+    total_steps: int,
+    levels: Sequence[CurriculumLevel],
+    full_page: int,
+    seed: int,
+) -> int:
+    """Text tokens on page `page` of OCR sample `sample`: drawn from the level's
+    min_page_tokens..max_page_tokens (capped at `full_page`), or `full_page` where the level
+    sets none."""
+    level = level_at(sample // samples_per_step, total_steps, levels)
+    if level.max_page_tokens is None:
+        return full_page
+    rng = random.Random(f"vist2-ocr-page-tokens-{seed}-{sample}-{page}")
+    return min(rng.randint(level.min_page_tokens, level.max_page_tokens), full_page)
+
+
+__all__ = ["level_at", "page_tokens_for_page", "pages_for_sample"]

@@ -45,7 +45,7 @@ from vist2.layout import (
 )
 from vist2.render import PageRenderer, pages_to_tensor
 from vist2.training.config import TrainConfig
-from vist2.training.curriculum import pages_for_sample
+from vist2.training.curriculum import page_tokens_for_page, pages_for_sample
 from vist2.training.problems import DataProblem, ProblemLog
 from vist2.training.sources import Document, read_captions, read_chats, read_documents
 from vist2.training.synthetic import image_to_page, synthetic_caption
@@ -343,13 +343,25 @@ class OCRDataset(_SpanDataset):
         )
 
     def page_ids(self, sample: int, page: int, unit: int) -> tuple[list[int], str, int | None]:
-        """Token ids of page `page` of `sample` (span `unit`), shuffled for a fraction of pages
-        (`TrainConfig.ocr_shuffle_fraction`); the draw is keyed by (seed, sample, page)."""
-        rng = random.Random(f"{self.config.seed}-{sample}-{page}")
-        if rng.random() >= self.config.ocr_shuffle_fraction:
-            return self.span_ids(unit)
+        """Token ids of page `page` of `sample` (span `unit`): the first n of the span, n from the
+        curriculum level (a full page unless it sets page tokens), shuffled for a fraction of
+        pages (`TrainConfig.ocr_shuffle_fraction`); draws are keyed by (seed, sample, page)."""
+        c = self.config
+        keep = page_tokens_for_page(
+            sample,
+            page,
+            self.samples_per_step,
+            self.total_steps,
+            c.curriculum,
+            self.span_tokens,
+            c.seed,
+        )
+        rng = random.Random(f"{c.seed}-{sample}-{page}")
+        if rng.random() >= c.ocr_shuffle_fraction:
+            ids, source, line = self.span_ids(unit)
+            return ids[:keep], source, line
         text, source, line = self.span_text(unit)
-        return encode(self.tokenizer, shuffle_text(text, rng))[: self.span_tokens], source, line
+        return encode(self.tokenizer, shuffle_text(text, rng))[:keep], source, line
 
     def make_example(self, sample: int, unit: int) -> Example:
         page_ids, page_images, skipped = [], [], []
