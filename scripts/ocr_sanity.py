@@ -82,6 +82,13 @@ def make_batch(source: TextSource, renderer: PageRenderer, n: int, beta: int) ->
     return batch
 
 
+def variance_penalty(visual: torch.Tensor, target: float) -> torch.Tensor:
+    """visual: (N, β, D) visual tokens -> mean hinge on their per-feature std over the N pages
+    (tokens scaled to unit RMS first, so shrinking them all cannot hide a collapse)."""
+    unit = visual / visual.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()  # [N, β, D]
+    return torch.relu(target - unit.std(0)).mean()
+
+
 def forward(model: VIST2Model, batch: dict, blank: bool = False, grad: bool = True):
     pages = torch.ones_like(batch["pages"]) if blank else batch["pages"]  # white = +1
     with torch.set_grad_enabled(grad):
@@ -244,6 +251,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--tokens by --ramp-steps (eval pages always hold --tokens); 0 = no curriculum",
     )
     p.add_argument("--ramp-steps", type=int, default=0)
+    p.add_argument(
+        "--variance-weight",
+        type=float,
+        default=0.0,
+        help="anti-collapse: add w x mean(relu(target - std over pages)) of the visual tokens "
+        "(each scaled to unit RMS) to the loss; 0 = off",
+    )
+    p.add_argument("--variance-target", type=float, default=0.5)
     p.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     p.add_argument("--page-size", type=int, default=None)
     p.add_argument("--font-size", type=int, default=None)
@@ -342,12 +357,17 @@ def run(args: argparse.Namespace) -> list[dict]:
             f"{row['seconds']:>6.0f}"
         )
 
+    captured: list[torch.Tensor] = []  # the aligner's output of the current step
+    model.aligner.register_forward_hook(lambda _m, _i, out: captured.append(out))
     log(0)
     bar = tqdm(range(1, args.steps + 1), disable=args.no_progress, file=sys.stderr, leave=False)
     for step in bar:
         train_src.tokens = page_tokens(args, step)
         batch = make_batch(train_src, renderer, args.batch_size, beta)
+        captured.clear()
         loss = forward(model, batch).loss
+        if args.variance_weight:
+            loss = loss + args.variance_weight * variance_penalty(captured[0], args.variance_target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

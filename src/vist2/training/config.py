@@ -137,6 +137,12 @@ class TrainConfig:
     before the run stops; one more stops it."""
     curriculum: tuple[CurriculumLevel, ...] = DEFAULT_CURRICULUM
     """OCR only: pages per sample over training (easy / medium / hard)."""
+    visual_variance_weight: float = 0.0
+    """Anti-collapse term (vist2.training.visual_variance): weight of a hinge that keeps the
+    visual tokens different from page to page while a from-scratch vision encoder learns to
+    read. 0 = off (the paper's loss). Needs 2+ pages per micro-batch to act."""
+    visual_variance_target: float = 0.5
+    """The per-feature std over pages (of unit-RMS visual tokens) below which the term acts."""
     ocr_page_tokens: int | None = None
     """OCR only: text tokens shown on one page (None = the model's K)."""
     ocr_shuffle_fraction: float = 0.0
@@ -252,6 +258,10 @@ class TrainConfig:
         value = self.ocr_shuffle_fraction
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             fail("ocr_shuffle_fraction", "must be a number in [0, 1]")
+        for name in ("visual_variance_weight", "visual_variance_target"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                fail(name, "must be a number >= 0")
         if self.ocr_page_tokens is not None and (
             not isinstance(self.ocr_page_tokens, int) or self.ocr_page_tokens < 1
         ):

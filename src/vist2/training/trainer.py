@@ -58,6 +58,7 @@ from vist2.training.datasets import SampleRange, build_dataset, collate_examples
 from vist2.training.metrics import METRICS_FILE, MetricsLog, Progress, read_metrics
 from vist2.training.problems import DataProblem, ProblemLog
 from vist2.training.schedule import warmup_cosine_scheduler
+from vist2.training.visual_variance import capture_visual_tokens, variance_penalty
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -321,6 +322,15 @@ def save_final_model(accelerator, model, tokenizer, run_dir: Path) -> Path:
     return final
 
 
+def visual_tokens_of(accelerator, model, config: TrainConfig):
+    """A context that captures the aligner's output where the anti-collapse term is on (else a
+    no-op yielding an empty list)."""
+    unwrapped = accelerator.unwrap_model(model)
+    if config.visual_variance_weight <= 0 or not hasattr(unwrapped, "aligner"):
+        return contextlib.nullcontext([])
+    return capture_visual_tokens(unwrapped.aligner)
+
+
 def forward_backward(
     accelerator,
     model,
@@ -341,12 +351,18 @@ def forward_backward(
             batch = pad_to_multiple(batch, FLEX_BLOCK)
             batch["attention_mask"] = block_mask(batch)
         inputs = {k: batch[k] for k in MODEL_INPUTS}
-        with accelerator.accumulate(model):
+        with accelerator.accumulate(model), visual_tokens_of(accelerator, model, config) as seen:
             out = model(**inputs, loss_impl=config.loss_impl)
             token_loss_sum = out.loss * out.num_labelled  # this micro-batch's label sum
             # accelerate divides by `accumulation` and DDP averages over processes:
             # scale so the gradient is d(sum of all token losses) / d(weights) / labelled.
-            accelerator.backward(token_loss_sum * (processes * accumulation / max(labelled, 1)))
+            objective = token_loss_sum * (processes * accumulation / max(labelled, 1))
+            if seen:  # the anti-collapse term, averaged over the step's micro-batches
+                penalty = variance_penalty(seen[0], config.visual_variance_target)
+                objective = objective + config.visual_variance_weight * penalty * (
+                    accumulation / len(micro_batches)
+                )
+            accelerator.backward(objective)
         loss_sum += token_loss_sum.detach().to(torch.float64)
     return loss_sum
 
