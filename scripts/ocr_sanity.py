@@ -238,7 +238,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=["trivial", "small"],
         default="trivial",
         help="trivial: 96 px page, 24 px font, 6 digits, patch 16, no merge; small: the "
-        "shipped small preset's page (128 px, 12 px font, patch 16, 2x2 merge, "
+        "shipped small preset's page (128 px, 12 px font, patch 8, 4x4 merge, "
         "K=64, beta=16); explicit flags below override",
     )
     p.add_argument("--text", choices=["digits", "words"], default=None)
@@ -262,7 +262,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     p.add_argument("--page-size", type=int, default=None)
     p.add_argument("--font-size", type=int, default=None)
-    p.add_argument("--patch-size", type=int, default=16)
+    p.add_argument("--patch-size", type=int, default=None)
     p.add_argument("--merge", type=int, default=None)
     p.add_argument("--aligner", choices=["mlp", "tanh"], default="mlp")
     p.add_argument("--text-hidden", type=int, default=64)
@@ -289,8 +289,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     defaults = {
-        "trivial": {"text": "digits", "tokens": 6, "page_size": 96, "font_size": 24, "merge": 1},
-        "small": {"text": "words", "tokens": 64, "page_size": 128, "font_size": 12, "merge": 2},
+        "trivial": {
+            "text": "digits",
+            "tokens": 6,
+            "page_size": 96,
+            "font_size": 24,
+            "patch_size": 16,
+            "merge": 1,
+        },
+        "small": {
+            "text": "words",
+            "tokens": 64,
+            "page_size": 128,
+            "font_size": 12,
+            "patch_size": 8,
+            "merge": 4,
+        },
     }[args.preset_geometry]
     for key, value in defaults.items():
         if getattr(args, key) is None:
