@@ -12,7 +12,7 @@ RUNS=${RUNS:-/work/runs}
 DATA=${DATA:-$( [ -d ../shared/corpora ] && echo ../shared/corpora/en || echo /work/shared/corpora/en )}
 INIT="$RUNS/vist2-small-init"
 RUN="$RUNS/vist2-small-ocr"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one core: the machine is shared
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # the config asks for 2 torch threads
 
 if [ ! -f "$INIT/model.safetensors" ]; then
     vist2 init --preset small --seed 0 --out "$INIT"
@@ -21,9 +21,9 @@ RESUME=()
 if [ -d "$RUN/checkpoints" ]; then
     RESUME=(--resume)
 fi
-# configs/train/small-ocr.json: lr 5e-4 on every module (random-init LLM, so it trains too),
-# 4,000 steps x 16 sequences; the curriculum starts with pages of 1-8 words' tokens (easy to read:
-# large glyphs, nothing to search), then 4-32, then full pages (K = 64), then 2-4 pages a sample;
+# configs/train/small-ocr.json: lr 1e-3 on every module (random-init LLM, so it trains too),
+# 5,000 steps x 16 sequences; the curriculum starts with pages of 1-8 words' tokens (easy to read:
+# large glyphs, nothing to search: 2-16 tokens), then 8-48, then full pages (K = 64), then 2-4 pages a sample;
 # half the pages with their words shuffled, so that they must be read, not guessed; the
 # anti-collapse term (visual_variance_weight) keeps the visual tokens from going constant before
 # the model has learned to read them; a checkpoint every 250 steps.
