@@ -22,8 +22,8 @@ if [ -d "$RUN/checkpoints" ]; then
     RESUME=(--resume)
 fi
 # configs/train/small-ocr.json: lr 1e-3 on every module (random-init LLM, so it trains too),
-# 5,000 steps x 16 sequences; the curriculum starts with pages of 1-8 words' tokens (easy to read:
-# large glyphs, nothing to search: 2-16 tokens), then 8-48, then full pages (K = 64), then 2-4 pages a sample;
+# 5,000 steps x 16 sequences; the curriculum starts with pages of 2-16 tokens (easy to read: large
+# glyphs, nothing to search), then 8-48, then full pages (K = 64), then 2-4 pages a sample;
 # half the pages with their words shuffled, so that they must be read, not guessed; the
 # anti-collapse term (visual_variance_weight) keeps the visual tokens from going constant before
 # the model has learned to read them; a checkpoint every 250 steps.
