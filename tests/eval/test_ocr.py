@@ -9,6 +9,7 @@ import torch
 from conftest import tiny_config
 from eval_helpers import single_thread  # noqa: F401 -- autouse: one torch thread
 
+from vist2.engine import Engine
 from vist2.errors import Vist2Error
 from vist2.eval.data import read_eval_documents
 from vist2.eval.ocr import (
@@ -89,6 +90,9 @@ def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):
     assert s["pages"] == 12
     assert s["exact_page_rate"] == 0.0
     assert s["character_accuracy"] < 0.1 and s["token_accuracy"] < 0.1 and s["rouge_l"] < 0.1
+    gain = report["runs"][0]["page_gain"]["all"]  # random weights: the page tells it ~nothing
+    assert gain["real_nll"] > 5.0 and abs(gain["gain_nats"]) < 0.1 * gain["blank_nll"]
+    assert "loss, blank page" in (tmp_path / "ocr.md").read_text()
     worst = report["runs"][0]["worst"]
     assert len(worst) == 3 and all((tmp_path / w["image"]).is_file() for w in worst)
     assert worst[0]["character_accuracy"] <= worst[-1]["character_accuracy"]
@@ -134,3 +138,27 @@ def test_a_page_beyond_the_position_budget_is_an_error(model_dir, data_dir):
     )
     with pytest.raises(Vist2Error, match="max_position_embeddings"):
         check_ocr_budget(config, pages)
+
+
+def test_page_loss_is_the_training_layouts_loss(model_dir, data_dir):
+    """The teacher-forced page loss equals the stage-2 training loss of [v, c] on that page."""
+    from vist2.eval.page_loss import page_token_loss
+
+    model, tokenizer = load_model(model_dir)
+    engine = Engine(model, tokenizer)
+    docs = read_eval_documents(str(data_dir), "all")
+    beta = model.config.visual_tokens_per_page
+    page = ocr_pages(docs, tokenizer, model.config.chunk_tokens, beta, 1)[0]
+    [(nats, n)] = page_token_loss(model, engine, [page], blank=False)
+    batch = collate_layouts([build_layout(ocr_layout([list(page.token_ids)]), beta)])
+    with torch.no_grad():
+        out = model(
+            input_ids=batch["input_ids"],
+            visual_mask=batch["visual_mask"],
+            pages=pages_to_tensor(engine.renderer.render_batch([page.text])),
+            position_ids=batch["position_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+        )
+    assert n == out.num_labelled
+    assert abs(nats / n - float(out.loss)) < 1e-4

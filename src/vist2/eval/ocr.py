@@ -30,6 +30,7 @@ from vist2.errors import Vist2Error
 from vist2.eval.data import language_of, round_robin
 from vist2.eval.metrics import PageScore, inline_diff, mean_scores, score_page
 from vist2.eval.models import model_path
+from vist2.eval.page_loss import page_gain
 from vist2.loading import load_model
 from vist2.render import PageOverflowError, PageRenderer
 from vist2.training.sources import Document
@@ -250,10 +251,12 @@ def ocr_at(
         )
     check_ocr_budget(model.config, pages)
     results, skipped, seconds = read_pages(pages, reader, tokenizer, run.batch_size, run.progress)
-    control = None
+    control = gain = None
     if run.control:
         blank = GreedyReader(model, tokenizer, blank=True)
         control = summarize(read_pages(pages, blank, tokenizer, run.batch_size, run.progress)[0])
+        read_ok = {(r.page.index) for r in results}  # pages that rendered
+        gain = page_gain(model, blank.engine, [p for p in pages if p.index in read_ok])
     renderer = PageRenderer(model.config.render_config)
     worst = write_worst(worst_pages(results, run.worst), renderer, out, prefix=f"k{page_tokens}_")
     return {
@@ -261,6 +264,7 @@ def ocr_at(
         "compression_ratio": page_tokens / beta,
         "summary": summarize(results),
         "blank_page_control": control,
+        "page_gain": gain,
         "pages_per_s": len(results) / max(seconds, 1e-9),
         "seconds": seconds,
         "skipped_pages": skipped,
@@ -346,6 +350,25 @@ def ocr_markdown(report: dict) -> str:
         "",
         "![character accuracy per page](ocr_hist.png)",
     ]
+    gains = [
+        [
+            lang,
+            f"{run['compression_ratio']:g}",
+            f"{g['real_nll']:.3f}",
+            f"{g['blank_nll']:.3f}",
+            f"{g['gain_nats']:.3f}",
+        ]
+        for run in report["runs"]
+        for lang, g in (run.get("page_gain") or {}).items()
+    ]
+    if gains:
+        lines += [
+            "",
+            "What the page tells the model (teacher-forced loss on the page's own text, nats per "
+            "token; gain = blank - real: 0 for a model that ignores its pages):",
+            "",
+            markdown_table(["language", "r", "loss, real page", "loss, blank page", "gain"], gains),
+        ]
     if len(report["runs"]) > 1:
         lines += ["", "![scores per compression ratio](ocr_ratio.png)"]
     lines += ["", f"Data ({report['split']} part):", *data_lines(report["data"])]
