@@ -33,6 +33,7 @@ from vist2.layout import IGNORE_INDEX, build_layout, collate_layouts, ocr_layout
 from vist2.loading import load_tokenizer, tiny_tokenizer_path
 from vist2.model import VIST2Model
 from vist2.render import PageRenderer, pages_to_tensor
+from vist2.training.visual_variance import capture_visual_tokens, variance_penalty
 
 CORPUS_DIR = Path("/work/shared/corpora/en")
 
@@ -80,13 +81,6 @@ def make_batch(source: TextSource, renderer: PageRenderer, n: int, beta: int) ->
     batch["pages"] = pages_to_tensor(renderer.render_batch(list(texts)))  # [N, H, W]
     batch["texts"] = list(texts)
     return batch
-
-
-def variance_penalty(visual: torch.Tensor, target: float) -> torch.Tensor:
-    """visual: (N, β, D) visual tokens -> mean hinge on their per-feature std over the N pages
-    (tokens scaled to unit RMS first, so shrinking them all cannot hide a collapse)."""
-    unit = visual / visual.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()  # [N, β, D]
-    return torch.relu(target - unit.std(0)).mean()
 
 
 def forward(model: VIST2Model, batch: dict, blank: bool = False, grad: bool = True):
@@ -371,17 +365,15 @@ def run(args: argparse.Namespace) -> list[dict]:
             f"{row['seconds']:>6.0f}"
         )
 
-    captured: list[torch.Tensor] = []  # the aligner's output of the current step
-    model.aligner.register_forward_hook(lambda _m, _i, out: captured.append(out))
     log(0)
     bar = tqdm(range(1, args.steps + 1), disable=args.no_progress, file=sys.stderr, leave=False)
     for step in bar:
         train_src.tokens = page_tokens(args, step)
         batch = make_batch(train_src, renderer, args.batch_size, beta)
-        captured.clear()
-        loss = forward(model, batch).loss
+        with capture_visual_tokens(model.aligner) as visual:
+            loss = forward(model, batch).loss
         if args.variance_weight:
-            loss = loss + args.variance_weight * variance_penalty(captured[0], args.variance_target)
+            loss = loss + args.variance_weight * variance_penalty(visual[0], args.variance_target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

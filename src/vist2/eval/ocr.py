@@ -255,8 +255,8 @@ def ocr_at(
     if run.control:
         blank = GreedyReader(model, tokenizer, blank=True)
         control = summarize(read_pages(pages, blank, tokenizer, run.batch_size, run.progress)[0])
-        read_ok = {(r.page.index) for r in results}  # pages that rendered
-        gain = page_gain(model, blank.engine, [p for p in pages if p.index in read_ok])
+        rendered = [r.page for r in results]
+        gain = page_gain(model, blank.engine, rendered)
     renderer = PageRenderer(model.config.render_config)
     worst = write_worst(worst_pages(results, run.worst), renderer, out, prefix=f"k{page_tokens}_")
     return {
