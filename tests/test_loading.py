@@ -64,3 +64,21 @@ def test_unknown_and_missing_shipped_models(monkeypatch, tmp_path):
     monkeypatch.setattr("vist2.loading.shipped_model_path", lambda name: tmp_path / name)
     with pytest.raises(Vist2Error, match="missing from this install"):
         resolve_model_dir("vist2-small")
+
+
+def test_the_shipped_model_draws_on_its_pages(engine):
+    """vist2-small has begun to read: on held-out English pages the real page lowers the loss on
+    its own text below a blank page's (measured 0.045 nats/token on these 16 pages; the model
+    before it, which did not read, 0.002). Guards the render -> encode -> read path end to end."""
+    from vist2.eval.data import read_eval_documents
+    from vist2.eval.ocr import ocr_pages
+    from vist2.eval.page_loss import page_gain
+
+    docs = read_eval_documents(str(CORPORA / "en"), "heldout")
+    config = engine.model.config
+    pages = ocr_pages(
+        docs, engine.tokenizer, config.chunk_tokens, config.visual_tokens_per_page, 16
+    )
+    gain = page_gain(engine.model, engine, pages)["en"]
+    assert gain["tokens"] == 16 * config.chunk_tokens
+    assert gain["gain_nats"] > 0.015, gain
