@@ -21,8 +21,9 @@ def page_token_loss(model, engine, pages: Sequence, blank: bool) -> list[tuple[f
     (a blank page's when `blank`). `pages` have .text and .token_ids; `engine` encodes pages."""
     beta = model.config.visual_tokens_per_page
     out = []
+    blank_page = engine.encode_texts([""])[0] if blank else None  # one blank page serves all
     for page in pages:
-        visual, _, _ = engine.encode_texts(["" if blank else page.text])  # [1, β, D]
+        visual = blank_page if blank else engine.encode_texts([page.text])[0]  # [1, β, D]
         ids = torch.tensor(page.token_ids, device=visual.device)[None]  # [1, n]
         n = ids.shape[1]
         logits = model(
