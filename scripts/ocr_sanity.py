@@ -83,6 +83,27 @@ def make_batch(source: TextSource, renderer: PageRenderer, n: int, beta: int) ->
     return batch
 
 
+def cell_targets(renderer: PageRenderer, texts, tokenizer, side: int, cell_px: int, vocab: int):
+    """Which tokens each visual token's page region holds: (N, β, vocab) soft targets (uniform
+    over the tokens with a character centred in the region) and (N, β) bool: region has text."""
+    target = torch.zeros(len(texts), side * side, vocab)  # [N, β, V]
+    for n, text in enumerate(texts):
+        norm, boxes = renderer.char_boxes(text)  # boxes: (n_drawn, 5)
+        enc = tokenizer(norm, add_special_tokens=False, return_offsets_mapping=True)
+        token_of_char = [-1] * len(norm)
+        for k, (a, b) in enumerate(enc["offset_mapping"]):
+            token_of_char[a:b] = [k] * (b - a)
+        for i, x0, y0, x1, y1 in boxes.tolist():
+            k = token_of_char[i]
+            if k < 0:
+                continue
+            row = min((y0 + y1) // 2 // cell_px, side - 1)
+            col = min((x0 + x1) // 2 // cell_px, side - 1)
+            target[n, row * side + col, enc["input_ids"][k]] = 1.0
+    mask = target.sum(-1) > 0  # [N, β]
+    return target / target.sum(-1, keepdim=True).clamp(min=1.0), mask
+
+
 def forward(model: VIST2Model, batch: dict, blank: bool = False, grad: bool = True):
     pages = torch.ones_like(batch["pages"]) if blank else batch["pages"]  # white = +1
     with torch.set_grad_enabled(grad):
@@ -253,6 +274,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "(each scaled to unit RMS) to the loss; 0 = off",
     )
     p.add_argument("--variance-target", type=float, default=0.5)
+    p.add_argument("--aux-weight", type=float, default=0.0, help="region token-set loss weight")
+    p.add_argument("--aux-head", choices=["linear", "embed"], default="linear")
     p.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     p.add_argument("--page-size", type=int, default=None)
     p.add_argument("--font-size", type=int, default=None)
@@ -333,9 +356,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     if args.diagnose:
         diagnose(model, eval_batches[0])
 
+    aux_head = torch.nn.Linear(config.text_config.hidden_size, len(tokenizer))
+    side = args.page_size // (args.patch_size * args.merge)
     llm = list(model.language_model.parameters())
     llm_ids = {id(p) for p in llm}
     groups = [{"params": [p for p in model.parameters() if id(p) not in llm_ids], "lr": args.lr}]
+    if args.aux_weight:
+        groups.append({"params": list(aux_head.parameters()), "lr": args.lr})
     if args.llm_lr_scale > 0:
         groups.append({"params": llm, "lr": args.lr * args.llm_lr_scale})
     else:
@@ -374,6 +401,23 @@ def run(args: argparse.Namespace) -> list[dict]:
             loss = forward(model, batch).loss
         if args.variance_weight:
             loss = loss + args.variance_weight * variance_penalty(visual[0], args.variance_target)
+        if args.aux_weight:
+            target, has_text = cell_targets(
+                renderer,
+                batch["texts"],
+                tokenizer,
+                side,
+                args.patch_size * args.merge,
+                len(tokenizer),
+            )
+            if args.aux_head == "embed":  # the LLM's (frozen here) input embeddings as the head
+                emb = model.get_input_embeddings().weight.detach()  # [V, D]
+                logits = visual[0] @ emb.T  # [N, β, V]
+            else:
+                logits = aux_head(visual[0])  # [N, β, V]
+            logp = torch.log_softmax(logits, -1)  # [N, β, V]
+            aux = -(target * logp).sum(-1)[has_text].mean()
+            loss = loss + args.aux_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -176,6 +176,23 @@ def test_ink_stays_inside_the_margins():
     assert not ink[:2].any() and not ink[-2:].any()
 
 
+def test_char_boxes_hold_the_ink_of_their_characters():
+    renderer = PageRenderer(RenderConfig(**SMALL))
+    text = "The whale, Ishmael said,\nwas white. 白鲸 returns"
+    page = renderer.render(text)
+    normalised, boxes = renderer.char_boxes(text)  # (n_drawn, 5)
+    drawn = [i for i, ch in enumerate(normalised) if not ch.isspace()]
+    assert boxes[:, 0].tolist() == drawn
+    covered = np.zeros_like(page.image, dtype=bool)
+    for i, x0, y0, x1, y1 in boxes.tolist():
+        assert x0 < x1 and y0 < y1
+        assert (page.image[y0:y1, x0:x1] < 128).any(), f"no ink in the box of {normalised[i]!r}"
+        covered[y0:y1, max(x0 - 1, 0) : x1 + 1] = True  # a glyph may overhang by a pixel
+    assert not (page.image < 128)[~covered].any()
+    assert len({(y0, y1) for _, _, y0, _, y1 in boxes.tolist()}) == page.lines
+    assert renderer.char_boxes("")[1].shape == (0, 5)
+
+
 @pytest.mark.parametrize(
     ("text", "n_lines"),
     [

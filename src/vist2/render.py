@@ -557,6 +557,19 @@ class PageRenderer:
             prepared.text[s:e] for s, e in zip(layout.line_starts, layout.line_ends, strict=True)
         ]
 
+    def char_boxes(self, text: str) -> tuple[str, np.ndarray]:
+        """Where `render` draws each character: the normalised text and (n_drawn, 5) int64 rows
+        (index into that text, x0, y0, x1, y1) in page pixels; a box spans the character's
+        advance and its line's height. Spaces and newlines are not drawn, so have no box."""
+        prepared, layout, _ = self._fit_or_reflow(text, None)
+        if layout.font_size == 0:
+            return prepared.text, np.zeros((0, 5), np.int64)
+        drawn, x, y = self._placements(prepared, layout)  # each (n_drawn,)
+        advance = layout.cum[drawn + 1] - layout.cum[drawn]  # (n_drawn,)
+        top = y - layout.baseline  # (n_drawn,)
+        boxes = np.stack([drawn, x, top, x + advance, top + layout.line_height], axis=1)
+        return prepared.text, boxes.astype(np.int64)  # (n_drawn, 5)
+
     # -- layout ----------------------------------------------------------------------------------
 
     def _blank(self) -> np.ndarray:
