@@ -196,7 +196,11 @@ def test_run_directory_rules(model_dir, data, tmp_path):
     # operational fields may change; a finished run resumed just re-saves its model
     assert (
         train(
-            cfg.with_overrides({"num_workers": 1}), model_dir, data["olm"], run, resume=True
+            cfg.with_overrides({"num_workers": 1, "cpu_threads": 2}),
+            model_dir,
+            data["olm"],
+            run,
+            resume=True,
         ).steps
         == 2
     )

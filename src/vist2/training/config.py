@@ -46,6 +46,8 @@ OPERATIONAL_FIELDS = frozenset(
         # what an out-of-memory message asks to lower before --resume
         "micro_batch_size",
         "gradient_checkpointing",
+        # how many CPU threads do the same arithmetic (a CPU run resumed on another machine)
+        "cpu_threads",
     }
 )
 
