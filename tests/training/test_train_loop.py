@@ -99,6 +99,22 @@ def test_resume_after_a_crash_gives_the_same_weights(model_dir, data, tmp_path):
     assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], rel=1e-5)
 
 
+def test_a_run_stopped_early_and_resumed_gives_the_same_weights(model_dir, data, tmp_path):
+    cfg = tiny_train_config("olm", max_steps=5, save_every=0)
+    train(cfg, model_dir, data["olm"], tmp_path / "straight")
+    run = tmp_path / "pieces"
+    first = train(cfg, model_dir, data["olm"], run, stop_after=2)
+    assert first.steps == 2 and (run / "model" / "model.safetensors").is_file()
+    assert CheckpointManager(run / "checkpoints").latest().name == "step-00000002"
+    assert train(cfg, model_dir, data["olm"], run, resume=True).steps == 5
+
+    straight, pieces = weights(tmp_path / "straight" / "model"), weights(run / "model")
+    for name in straight:
+        torch.testing.assert_close(pieces[name], straight[name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="stop_after"):
+        train(cfg, model_dir, data["olm"], tmp_path / "bad", stop_after=0)
+
+
 def test_a_crash_while_saving_leaves_the_previous_checkpoint(
     model_dir, data, tmp_path, monkeypatch
 ):

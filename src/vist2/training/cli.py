@@ -1,7 +1,7 @@
 """`vist2 train`, `vist2 plot`, `vist2 loss-memory`: register them on the main CLI with `add_commands(subparsers)`.
 
     vist2 train --stage caption|ocr|olm|sft --model DIR --data PATH --out RUN_DIR
-                [--recipe paper|tiny] [--config FILE.json] [--max-steps N] [--resume]
+                [--recipe paper|tiny] [--config FILE.json] [--max-steps N] [--resume] [--stop-after STEP]
     vist2 plot RUN_DIR [RUN_DIR ...] [--out PNG]
     vist2 loss-memory [--preset NAME] [--slots 8192] ...   (vist2.training.memory)
 
@@ -34,7 +34,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = SYNTHETIC
     if data is None:
         raise Vist2Error(f"--stage {args.stage} needs --data (a text file, a directory, or JSONL)")
-    result = train(config, args.model, data, args.out, resume=args.resume)
+    result = train(
+        config, args.model, data, args.out, resume=args.resume, stop_after=args.stop_after
+    )
     print(
         f"next: vist2 plot {result.run_dir}  |  the model for the next stage: --model {result.run_dir}"
     )
@@ -83,6 +85,13 @@ def add_commands(subparsers) -> None:
     )
     p.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in --out"
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="STEP",
+        help="stop after this optimizer step of the schedule (checkpoint + OUT/model); "
+        "--resume goes on: train a long schedule in pieces",
     )
     p.set_defaults(func=cmd_train)
 

@@ -679,19 +679,19 @@ def step_record(run: Run, outcome: StepOutcome) -> dict:
     }
 
 
-def log_step(run: Run, outcome: StepOutcome, progress: Progress) -> None:
+def log_step(run: Run, outcome: StepOutcome, progress: Progress, last_step: int) -> None:
     """Write the step's metrics every `log_every` steps (and the last); advance the progress bar."""
     step = run.state.step
-    if run.metrics is not None and (step % run.config.log_every == 0 or step == run.total_steps):
+    if run.metrics is not None and (step % run.config.log_every == 0 or step == last_step):
         run.metrics.log(step_record(run, outcome))
     lr = next(iter(outcome.lrs.values()))
     progress.update(outcome.loss, lr, outcome.counts.slots / max(outcome.seconds, 1e-9))
 
 
-def maybe_checkpoint(run: Run, loss: float) -> None:
-    """Save a checkpoint every `save_every` steps and after the last step."""
+def maybe_checkpoint(run: Run, loss: float, last_step: int) -> None:
+    """Save a checkpoint every `save_every` steps and after the last step of this call."""
     step, save_every = run.state.step, run.config.save_every
-    if step == run.total_steps or (save_every and step % save_every == 0):
+    if step == last_step or (save_every and step % save_every == 0):
         run.checkpoints.save(run.accelerator, step, {"loss": loss})
 
 
@@ -732,6 +732,10 @@ def finish_run(run: Run, loss: float | None) -> TrainResult:
         write_summary(run, loss, model_path)
     if len(run.problems):
         accelerator.print(run.problems.summary())
+    if run.state.step < run.total_steps:
+        accelerator.print(
+            f"stopped after step {run.state.step} of {run.total_steps}: continue with --resume"
+        )
     accelerator.print(
         f"done: {run.state.step} steps, last loss {loss if loss is None else round(loss, 4)}; model in {model_path}"
     )
@@ -749,13 +753,20 @@ def train(
     run_dir: str | Path,
     resume: bool = False,
     on_step_end: Callable[[int], None] | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train `config.stage` from `model_dir` on `data`, writing everything into `run_dir`.
 
     `resume`: continue from the newest checkpoint in `run_dir` (a fresh start if there is none).
     `on_step_end(step)`: called after every optimizer step (and checkpoint) on every process.
+    `stop_after`: stop once the run has made this many of its `max_steps` (the schedule does not
+    change), with a checkpoint and RUN_DIR/model; `resume` goes on from there. A long schedule
+    can so be trained in pieces (sessions of limited time) and each piece used as a model.
     """
+    if stop_after is not None and stop_after < 1:
+        raise ConfigError(f"stop_after: must be a step number >= 1, got {stop_after}")
     run = build_run(config, model_dir, data, run_dir, resume)
+    last_step = run.total_steps if stop_after is None else min(stop_after, run.total_steps)
     main = run.accelerator.is_main_process
     progress = Progress(
         run.total_steps, run.state.step, config.stage, enabled=main and config.progress
@@ -763,11 +774,11 @@ def train(
     loss: float | None = None
     batches = iter(run.loader)
     try:
-        for step in range(run.state.step, run.total_steps):
+        for step in range(run.state.step, last_step):
             outcome = train_step(run, batches, step, progress)
             loss = outcome.loss
-            log_step(run, outcome, progress)
-            maybe_checkpoint(run, loss)
+            log_step(run, outcome, progress, last_step)
+            maybe_checkpoint(run, loss, last_step)
             if on_step_end is not None:
                 on_step_end(run.state.step)
     finally:
