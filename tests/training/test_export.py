@@ -14,7 +14,7 @@ from train_helpers import (
 
 from vist2.errors import Vist2Error
 from vist2.loading import load_model
-from vist2.training.export import export, main
+from vist2.training.export import export, main, provenance
 from vist2.training.trainer import train
 
 
@@ -50,6 +50,21 @@ def test_a_finished_run_exports_its_model_and_bf16_halves_the_file(run_dir, tmp_
     assert b.stat().st_size < 0.6 * a.stat().st_size
     model, _ = load_model(half, dtype=torch.float32)  # upcast on load
     assert next(model.parameters()).dtype == torch.float32
+
+
+def test_a_run_that_continues_another_exports_the_whole_chain(run_dir, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    second = tmp_path / "second"
+    train(tiny_train_config("olm", max_steps=2), run_dir / "model", str(corpus), second)
+    info = json.loads((export(second, tmp_path / "out") / "training.json").read_text())
+    assert info["run"] == str(second) and info["step"] == 2
+    first = info["started_from"]
+    assert first["run"] == str(run_dir) and first["step"] == 4
+    assert first["started_from"] is None  # the first run began from `vist2 init` weights
+    # an exported model (with its training.json) as the start of a further run
+    third = tmp_path / "third"
+    train(tiny_train_config("olm", max_steps=1), tmp_path / "out", str(corpus), third)
+    assert provenance(third, third / "model")["started_from"] == info
 
 
 def test_bad_sources_are_one_clear_error(tmp_path, capsys):

@@ -6,7 +6,8 @@ SOURCE is a checkpoint (`RUN_DIR/checkpoints/step-N`), or a run directory (its f
 if there is one, else its newest checkpoint). The model's config and tokenizer come from the
 model the run started from (`RUN_DIR/run.json`); the weights from the checkpoint. DIR gets
 config.json, model.safetensors, the tokenizer and `training.json` (where the weights come from:
-run, step, loss, training time, the run's config), written atomically (a temp dir, then a rename).
+run, step, loss, training time, the run's config, and the same for each earlier run of the chain
+it continues), written atomically (a temp dir, then a rename).
 
 `scripts/ship_small_model.sh` uses this to put vist2-small into the package.
 """
@@ -47,8 +48,22 @@ def find_weights(source: Path) -> tuple[Path, Path]:
     )
 
 
+def started_from(model: str | Path) -> dict | None:
+    """The provenance of the model a run started from, when it was trained: its own
+    training.json, or that of the run it is the model of (RUN_DIR or RUN_DIR/model); None for
+    an untrained (`vist2 init`) or outside model."""
+    path = Path(model)
+    if (path / "training.json").is_file():
+        return json.loads((path / "training.json").read_text(encoding="utf-8"))
+    for run in (path, path.parent):
+        if (run / "run.json").is_file() and (run / MODEL_DIR / "model.safetensors").is_file():
+            return provenance(run, run / MODEL_DIR)
+    return None
+
+
 def provenance(run_dir: Path, weights: Path) -> dict:
-    """Where the weights come from: run, stage, step, loss and time at that step, the config."""
+    """Where the weights come from: run, stage, step, loss and time at that step, the config,
+    and (`started_from`) the same for the trained model the run began with, back to the start."""
     info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     step = None
     if (weights / MARKER).is_file():
@@ -75,6 +90,7 @@ def provenance(run_dir: Path, weights: Path) -> dict:
         "train_config": json.loads(config_path.read_text(encoding="utf-8"))
         if config_path.is_file()
         else None,
+        "started_from": started_from(info["model"]) if info.get("model") else None,
     }
 
 
@@ -131,4 +147,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["export", "find_weights", "main", "provenance"]
+__all__ = ["export", "find_weights", "main", "provenance", "started_from"]
