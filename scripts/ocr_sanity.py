@@ -36,6 +36,7 @@ from vist2.render import PageRenderer, pages_to_tensor
 from vist2.training.visual_variance import capture_visual_tokens, variance_penalty
 
 CORPUS_DIR = Path("/work/shared/corpora/en")
+SPARSE_INK = False  # --sparse-ink
 
 
 # ---- the task --------------------------------------------------------------------------------
@@ -83,9 +84,12 @@ def make_batch(source: TextSource, renderer: PageRenderer, n: int, beta: int) ->
     return batch
 
 
-def cell_targets(renderer: PageRenderer, texts, tokenizer, side: int, cell_px: int, vocab: int):
-    """Which tokens each visual token's page region holds: (N, β, vocab) soft targets (uniform
-    over the tokens with a character centred in the region) and (N, β) bool: region has text."""
+def cell_targets(
+    renderer: PageRenderer, texts, tokenizer, side: int, cell_px: int, vocab: int, chars: bool
+):
+    """Which tokens (or, with `chars`, characters: code point mod `vocab`) each visual token's
+    page region holds: (N, β, vocab) soft targets (uniform over the tokens with a character
+    centred in the region) and (N, β) bool: the region has text."""
     target = torch.zeros(len(texts), side * side, vocab)  # [N, β, V]
     for n, text in enumerate(texts):
         norm, boxes = renderer.char_boxes(text)  # boxes: (n_drawn, 5)
@@ -99,13 +103,16 @@ def cell_targets(renderer: PageRenderer, texts, tokenizer, side: int, cell_px: i
                 continue
             row = min((y0 + y1) // 2 // cell_px, side - 1)
             col = min((x0 + x1) // 2 // cell_px, side - 1)
-            target[n, row * side + col, enc["input_ids"][k]] = 1.0
+            label = ord(norm[i]) % vocab if chars else enc["input_ids"][k]
+            target[n, row * side + col, label] = 1.0
     mask = target.sum(-1) > 0  # [N, β]
     return target / target.sum(-1, keepdim=True).clamp(min=1.0), mask
 
 
 def forward(model: VIST2Model, batch: dict, blank: bool = False, grad: bool = True):
     pages = torch.ones_like(batch["pages"]) if blank else batch["pages"]  # white = +1
+    if SPARSE_INK:  # paper 0, ink 1
+        pages = (1.0 - pages) / 2
     with torch.set_grad_enabled(grad):
         return model(
             input_ids=batch["input_ids"],
@@ -276,6 +283,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variance-target", type=float, default=0.5)
     p.add_argument("--aux-weight", type=float, default=0.0, help="region token-set loss weight")
     p.add_argument("--aux-head", choices=["linear", "embed"], default="linear")
+    p.add_argument("--aux-unit", choices=["token", "char"], default="token")
+    p.add_argument("--sparse-ink", action="store_true", help="feed pages as paper 0, ink 1")
     p.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     p.add_argument("--page-size", type=int, default=None)
     p.add_argument("--font-size", type=int, default=None)
@@ -356,7 +365,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     if args.diagnose:
         diagnose(model, eval_batches[0])
 
-    aux_head = torch.nn.Linear(config.text_config.hidden_size, len(tokenizer))
+    aux_classes = 256 if args.aux_unit == "char" else len(tokenizer)
+    aux_head = torch.nn.Linear(config.text_config.hidden_size, aux_classes)
     side = args.page_size // (args.patch_size * args.merge)
     llm = list(model.language_model.parameters())
     llm_ids = {id(p) for p in llm}
@@ -408,7 +418,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 tokenizer,
                 side,
                 args.patch_size * args.merge,
-                len(tokenizer),
+                aux_classes,
+                args.aux_unit == "char",
             )
             if args.aux_head == "embed":  # the LLM's (frozen here) input embeddings as the head
                 emb = model.get_input_embeddings().weight.detach()  # [V, D]
@@ -442,7 +453,10 @@ def page_tokens(args: argparse.Namespace, step: int) -> int:
 
 
 def main(argv=None) -> int:
-    run(parse_args(argv))
+    global SPARSE_INK
+    args = parse_args(argv)
+    SPARSE_INK = args.sparse_ink
+    run(args)
     return 0
 
 
