@@ -76,6 +76,37 @@ def test_random_init_model_is_near_chance(model_dir, data_dir, tmp_path):
     assert (tmp_path / "olm.md").read_text().count("| global |") == 1
 
 
+def test_blank_page_control_measures_what_the_pages_carry(model_dir, data_dir, tmp_path):
+    model, tokenizer = load_model(model_dir)
+    with torch.no_grad():  # visual tokens that do not depend on the page: nothing to carry
+        for p in model.aligner.parameters():
+            p.zero_()
+    blind = tmp_path / "blind"
+    model.save_pretrained(blind)
+    tokenizer.save_pretrained(blind)
+    reports = {}
+    for name, path in (("model", model_dir), ("blind", blind)):
+        run = OLMRun(
+            str(path),
+            str(data_dir),
+            str(tmp_path / name),
+            split="all",
+            prefix=24,
+            cont=16,
+            max_windows=4,
+            batch_size=2,
+            progress=False,
+            control=True,
+        )
+        reports[name] = run_olm(run)
+    for report in reports.values():
+        blank, real = report["results"]["blank"], report["results"]["global"]
+        assert blank["scored_tokens"] == real["scored_tokens"] == 4 * 16
+    assert reports["blind"]["gain_from_pages_nats_per_token"] == pytest.approx(0.0, abs=1e-5)
+    assert abs(reports["model"]["gain_from_pages_nats_per_token"]) > 1e-4  # pages differ
+    assert "Gain from the pages" in (tmp_path / "model" / "olm.md").read_text()
+
+
 def test_windows_alternate_between_documents(model_dir, data_dir):
     _, tokenizer = load_model(model_dir)
     windows = olm_windows(read_eval_documents(data_dir, "all"), tokenizer, 40, max_windows=4)

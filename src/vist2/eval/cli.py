@@ -89,6 +89,11 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--windows", type=_positive, help="score at most this many windows")
     p.add_argument("--baseline", help="a text-only model directory (Hugging Face causal LM)")
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="also read the prefix as blank pages: what the pages carry (blank - global)",
+    )
     p.set_defaults(func=cmd_olm)
 
     p = cmds.add_parser("needle", help="passkey retrieval per (length, depth) and policy")
@@ -147,6 +152,7 @@ def cmd_olm(args: argparse.Namespace) -> int:
         device=_device(args.device),
         dtype=_dtype(args.dtype),
         progress=not args.no_progress,
+        control=args.control,
     )
     report = run_olm(run)
     print(olm_markdown(report).rstrip())

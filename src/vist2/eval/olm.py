@@ -6,7 +6,9 @@ Each window is scored twice, teacher-forced, same model:
   rule-2 mask (`olm_layout`, exactly what training builds): the prefix and the continuation's
   earlier chunks are seen only as pages;
 - `none`: the window as plain text.
-Only continuation tokens are scored: the summed negative log-likelihood gives perplexity per
+With `control`, a third reading, `blank`: the `global` layout with every page blank, so each
+continuation token has only its own chunk's earlier text; `blank - global` (nats per token) is
+what the pages carry, 0 for a model that ignores them. Only continuation tokens are scored: the summed negative log-likelihood gives perplexity per
 token and bits per character (characters of the continuation's decode), which is comparable
 across tokenizers. `--baseline DIR` scores the same texts with a text-only Hugging Face causal LM
 (its own tokenizer: prefix and continuation text are tokenized separately).
@@ -206,6 +208,7 @@ class OLMRun:
     device: str = "cpu"
     dtype: torch.dtype | None = None
     progress: bool = True
+    control: bool = False
 
 
 @dataclass
@@ -223,14 +226,18 @@ def score_windows(
     """Score the windows batch by batch under each policy (and the baseline), with a bar."""
     k, beta = model.config.chunk_tokens, model.config.visual_tokens_per_page
     renderer = PageRenderer(model.config.render_config)
-    tallies = {p: Tally() for p in POLICIES} | ({"baseline": Tally()} if baseline else {})
+    readings = POLICIES + (("blank",) if run.control else ())
+    tallies = {r: Tally() for r in readings} | ({"baseline": Tally()} if baseline else {})
     bar = tqdm(total=len(windows), desc="olm", unit="window", disable=not run.progress)
     for i in range(0, len(windows), run.batch_size):
         batch = windows[i : i + run.batch_size]
-        for policy in POLICIES:
-            start, tally = time.perf_counter(), tallies[policy]
+        for reading in readings:
+            policy = "global" if reading == "blank" else reading
+            start, tally = time.perf_counter(), tallies[reading]
             laid = [window_layout(w, run.prefix, policy, tokenizer, k, beta) for w in batch]
             pages = [t for _, texts in laid for t in texts]
+            if reading == "blank":
+                pages = [""] * len(pages)  # an empty text renders as a blank page
             tally.nll += sum(score_batch(model, renderer, [lay for lay, _ in laid], pages))
             tally.tokens += sum(int((lay.labels != IGNORE_INDEX).sum()) for lay, _ in laid)
             tally.seconds += time.perf_counter() - start
@@ -301,6 +308,11 @@ def run_olm(run: OLMRun) -> dict:
         "data": describe_parts(docs, run.split),
         "results": results,
         "ratio_global_over_none": results["global"]["perplexity"] / results["none"]["perplexity"],
+        "gain_from_pages_nats_per_token": (
+            results["blank"]["nll_per_token"] - results["global"]["nll_per_token"]
+            if run.control
+            else None
+        ),
         "environment": environment(),
     }
     out = Path(run.out)
@@ -309,12 +321,25 @@ def run_olm(run: OLMRun) -> dict:
     return report
 
 
+def gain_lines(report: dict) -> list[str]:
+    """The control's sentence: what the pages carry, in nats per continuation token."""
+    gain = report.get("gain_from_pages_nats_per_token")
+    if gain is None:
+        return []
+    return [
+        "",
+        f"Gain from the pages (blank - global): **{gain:.3f} nats per token** (0 = the model "
+        "ignores its pages and writes from its chunk's own text).",
+    ]
+
+
 def olm_markdown(report: dict) -> str:
     from vist2.eval.report import data_lines, markdown_table
 
     what = {
         "global": "prefix as pages (OLM layout)",
         "none": "prefix as text",
+        "blank": "prefix as blank pages (control): each chunk's own text only",
         "baseline": f"text-only model `{report['baseline']}`, {report['baseline_tokens']}",
     }
     rows = [
@@ -336,6 +361,7 @@ def olm_markdown(report: dict) -> str:
                 "",
                 f"Perplexity ratio global / none: **{report['ratio_global_over_none']:.3f}** "
                 "(1.0 = pages keep everything text keeps).",
+                *gain_lines(report),
                 "",
                 f"Data ({report['split']} part):",
                 *data_lines(report["data"]),
