@@ -1,31 +1,53 @@
 #!/usr/bin/env bash
-# Train vist2-small (the shipped default model) on CPU: the OCR stage from scratch, all modules,
-# on the English corpora (train part only: vist2.heldout keeps the last 10 % of each file out).
-# Run from the repo root. Re-running resumes the same run from its newest checkpoint.
+# Train vist2-small (the shipped default model) on CPU, from scratch, on the English corpora
+# (train parts only: vist2.heldout keeps the last 10 % of each file out). Four runs, each starting
+# from the model of the one before (`training.json` of the shipped model records the chain):
+#
+#   1. OCR   configs/train/small-ocr.json    5,000 steps: short pages first, then full ones
+#   2. OCR   configs/train/small-ocr-2.json  1,000 steps of a 3,500-step schedule (--stop-after:
+#            the session it ran in moved on to 3.)
+#   3. OCR   configs/train/small-ocr-3.json  6,000 steps, bf16 autocast (1.6x faster on this CPU)
+#   4. OLM   configs/train/small-olm.json    stage 3: write from earlier pages (LLM only)
+#
+# Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
+# skips the finished ones (each just re-saves its model).
 #
 #   bash scripts/train_small.sh                 # foreground
-#   nohup bash scripts/train_small.sh > /work/runs/vist2-small-ocr.log 2>&1 &
+#   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
-# RUNS (default /work/runs) holds the init model and the run directory; DATA the corpora.
+# RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
 set -euo pipefail
 RUNS=${RUNS:-/work/runs}
 DATA=${DATA:-$( [ -d ../shared/corpora ] && echo ../shared/corpora/en || echo /work/shared/corpora/en )}
 INIT="$RUNS/vist2-small-init"
-RUN="$RUNS/vist2-small-ocr"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # the config asks for 2 torch threads
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # the configs ask for 1-2 torch threads
 
 if [ ! -f "$INIT/model.safetensors" ]; then
     vist2 init --preset small --seed 0 --out "$INIT"
 fi
-RESUME=()
-if [ -d "$RUN/checkpoints" ]; then
-    RESUME=(--resume)
-fi
-# configs/train/small-ocr.json: lr 1e-3 on every module (random-init LLM, so it trains too),
-# 5,000 steps x 16 sequences; the curriculum starts with pages of 2-16 tokens (easy to read: large
-# glyphs, nothing to search), then 8-48, then full pages (K = 64), then 2-4 pages a sample;
-# half the pages with their words shuffled, so that they must be read, not guessed; the
-# anti-collapse term (visual_variance_weight) keeps the visual tokens from going constant before
-# the model has learned to read them; a checkpoint every 250 steps.
-vist2 train --stage ocr --recipe tiny --model "$INIT" --data "$DATA" --out "$RUN" \
-    --config configs/train/small-ocr.json "${RESUME[@]}"
+
+# piece STAGE CONFIG FROM OUT [vist2 train options]: one run; resumes OUT if it has checkpoints
+piece() {
+    local stage=$1 config=$2 from=$3 out=$4
+    shift 4
+    local resume=()
+    if [ -d "$out/checkpoints" ]; then
+        resume=(--resume)
+    fi
+    vist2 train --stage "$stage" --recipe tiny --model "$from" --data "$DATA" --out "$out" \
+        --config "$config" "${resume[@]}" "$@"
+}
+
+# 1. lr 1e-3 on every module (random-init LLM, so it trains too), 5,000 steps x 16 sequences;
+# pages of 2-16 text tokens first (large glyphs, nothing to search), then 8-48, then full pages
+# (K = 64), then 2-4 pages a sample; half the pages with their words shuffled, so that they must
+# be read, not guessed; the anti-collapse term (visual_variance_weight) keeps the visual tokens
+# from going constant before the model has learned to read them.
+piece ocr configs/train/small-ocr.json "$INIT" "$RUNS/vist2-small-ocr"
+# 2.-3. more of the same on full pages at lr 7e-4 / 6e-4 (a new schedule, a new optimizer).
+piece ocr configs/train/small-ocr-2.json "$RUNS/vist2-small-ocr" "$RUNS/vist2-small-ocr2" \
+    --stop-after 1000
+piece ocr configs/train/small-ocr-3.json "$RUNS/vist2-small-ocr2" "$RUNS/vist2-small-ocr3"
+# 4. the paper's stage 3: [c1, v1, c2, v2, ...], loss on every chunk, each chunk seeing the
+# pages of the chunks before it; the LLM trains, the encoder and aligner stay as stage 2 left them.
+piece olm configs/train/small-olm.json "$RUNS/vist2-small-ocr3" "$RUNS/vist2-small-olm"

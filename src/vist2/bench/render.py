@@ -91,7 +91,6 @@ __all__ = [
     "read_sample",
     "render_bench_markdown",
     "run_glyph_renderer",
-    "run_render_benchmark",
     "split_chunks",
     "write_example_pages",
 ]
@@ -105,53 +104,6 @@ SAMPLES = {
 }
 SAMPLE_CHARS = 400_000
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-
-
-def run_render_benchmark(
-    text: str,
-    config: RenderConfig,
-    chars_per_page: int,
-    seconds: float = 3.0,
-    max_pages: int = 64,
-) -> dict[str, Any]:
-    """Render `text` cut into `chars_per_page`-character chunks with each backend.
-
-    Returns {"chars_per_page", "pages", "chars", "backends": {name: {"pages_per_s",
-    "chars_per_s", "font_sizes", "repeats", "warmup_s"}}, "speedup"} where speedup = atlas
-    pages/s / pillow pages/s. Each backend gets about `seconds` of timed passes over at most
-    `max_pages` chunks (at least one pass).
-    """
-    chunks = split_chunks(text, chars_per_page, max_pages)
-    n_chars = sum(len(c) for c in chunks)
-    results: dict[str, Any] = {
-        "chars_per_page": chars_per_page,
-        "pages": len(chunks),
-        "chars": n_chars,
-    }
-    backends: dict[str, dict[str, Any]] = {}
-    for backend in BACKENDS:
-        renderer = PageRenderer(dataclasses.replace(config, backend=backend))
-        start = time.perf_counter()
-        pages = renderer.render_batch(chunks)  # warm-up: fonts, atlases, tables
-        warmup_s = time.perf_counter() - start
-        pass_seconds: list[float] = []
-        budget_end = time.perf_counter() + seconds
-        while not pass_seconds or (time.perf_counter() < budget_end and len(pass_seconds) < 1000):
-            start = time.perf_counter()
-            renderer.render_batch(chunks)
-            pass_seconds.append(time.perf_counter() - start)
-        median = statistics.median(pass_seconds)
-        backends[backend] = {
-            "pages_per_s": len(chunks) / median,
-            "chars_per_s": n_chars / median,
-            "font_sizes": sorted({p.font_size for p in pages}),
-            "repeats": len(pass_seconds),
-            "pass_s_median": median,
-            "warmup_s": warmup_s,
-        }
-    results["backends"] = backends
-    results["speedup"] = backends["atlas"]["pages_per_s"] / backends["pillow"]["pages_per_s"]
-    return results
 
 
 def split_chunks(text: str, chars_per_page: int, max_pages: int) -> list[str]:
