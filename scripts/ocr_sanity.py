@@ -284,6 +284,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--aux-weight", type=float, default=0.0, help="region token-set loss weight")
     p.add_argument("--aux-head", choices=["linear", "embed"], default="linear")
     p.add_argument("--aux-unit", choices=["token", "char"], default="token")
+    p.add_argument("--merge-shape", type=int, nargs=2, metavar=("ROWS", "COLS"), default=None)
     p.add_argument("--sparse-ink", action="store_true", help="feed pages as paper 0, ink 1")
     p.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     p.add_argument("--page-size", type=int, default=None)
@@ -345,6 +346,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     tokenizer = load_tokenizer(tiny_tokenizer_path())
     config = build_config(args, len(tokenizer))
     model = VIST2Model(config).train()
+    if args.merge_shape:
+        reshape_merge(model, *args.merge_shape)
     beta = config.visual_tokens_per_page
     renderer = PageRenderer(config.render_config)
     train_src = TextSource(args.text, args.tokens, tokenizer, args.corpus, args.seed)
@@ -443,6 +446,22 @@ def run(args: argparse.Namespace) -> list[dict]:
             tqdm.write(f"time limit {args.time_limit:.0f} s reached at step {step}")
             break
     return rows
+
+
+def reshape_merge(model: VIST2Model, mh: int, mw: int) -> None:
+    """Merge mh x mw patches (mh * mw = merge²: the same β and widths) instead of a square:
+    e.g. 1 x 16 makes each visual token one full-width strip, in reading order."""
+    aligner = model.aligner
+    if mh * mw != aligner.merge_size**2:
+        raise SystemExit(f"--merge-shape {mh} {mw}: the product must be {aligner.merge_size**2}")
+
+    def shuffle(x: torch.Tensor) -> torch.Tensor:
+        n, _, d = x.shape
+        rows, cols = aligner.grid
+        x = x.reshape(n, rows // mh, mh, cols // mw, mw, d).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(n, (rows // mh) * (cols // mw), mh * mw * d)  # [N, β, mh·mw·D]
+
+    aligner.pixel_shuffle = shuffle
 
 
 def page_tokens(args: argparse.Namespace, step: int) -> int:
