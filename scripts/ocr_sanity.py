@@ -253,6 +253,34 @@ def diagnose(model: VIST2Model, batch: dict) -> None:
 # ---- main ------------------------------------------------------------------------------------
 
 
+GEOMETRIES = {
+    "trivial": {
+        "text": "digits",
+        "tokens": 6,
+        "page_size": 96,
+        "font_size": 24,
+        "patch_size": 16,
+        "merge": 1,
+    },
+    "small": {
+        "text": "words",
+        "tokens": 64,
+        "page_size": 128,
+        "font_size": 12,
+        "patch_size": 8,
+        "merge": 4,
+    },
+}
+
+
+def with_geometry(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the options left unset from --preset-geometry."""
+    for key, value in GEOMETRIES[args.preset_geometry].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -315,28 +343,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--diagnose", action="store_true", help="run the pipeline checks first")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    defaults = {
-        "trivial": {
-            "text": "digits",
-            "tokens": 6,
-            "page_size": 96,
-            "font_size": 24,
-            "patch_size": 16,
-            "merge": 1,
-        },
-        "small": {
-            "text": "words",
-            "tokens": 64,
-            "page_size": 128,
-            "font_size": 12,
-            "patch_size": 8,
-            "merge": 4,
-        },
-    }[args.preset_geometry]
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+    return with_geometry(args)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -368,28 +375,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     if args.diagnose:
         diagnose(model, eval_batches[0])
 
-    aux_classes = 256 if args.aux_unit == "char" else len(tokenizer)
-    aux_head = torch.nn.Linear(config.text_config.hidden_size, aux_classes)
-    side = args.page_size // (args.patch_size * args.merge)
-    llm = list(model.language_model.parameters())
-    llm_ids = {id(p) for p in llm}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in llm_ids], "lr": args.lr}]
-    if args.aux_weight:
-        groups.append({"params": list(aux_head.parameters()), "lr": args.lr})
-    if args.llm_lr_scale > 0:
-        groups.append({"params": llm, "lr": args.lr * args.llm_lr_scale})
-    else:
-        for p in llm:
-            p.requires_grad_(False)
-    opt = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / max(args.warmup, 1))
-            * 0.5
-            * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
-        ),
-    )
+    region = RegionLoss(args, config, tokenizer, renderer) if args.aux_weight else None
+    opt, sched = make_optimizer(model, args, list(region.head.parameters()) if region else [])
     rows: list[dict] = []
     header = f"{'step':>5} {'train':>7} {'real':>7} {'blank':>7} {'gap':>7} {'acc':>6} {'blank_acc':>9} {'spread':>7} {'s':>6}"
     print(header)
@@ -410,28 +397,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     for step in bar:
         train_src.tokens = page_tokens(args, step)
         batch = make_batch(train_src, renderer, args.batch_size, beta)
-        with capture_visual_tokens(model.aligner) as visual:
-            loss = forward(model, batch).loss
-        if args.variance_weight:
-            loss = loss + args.variance_weight * variance_penalty(visual[0], args.variance_target)
-        if args.aux_weight:
-            target, has_text = cell_targets(
-                renderer,
-                batch["texts"],
-                tokenizer,
-                side,
-                args.patch_size * args.merge,
-                aux_classes,
-                args.aux_unit == "char",
-            )
-            if args.aux_head == "embed":  # the LLM's (frozen here) input embeddings as the head
-                emb = model.get_input_embeddings().weight.detach()  # [V, D]
-                logits = visual[0] @ emb.T  # [N, β, V]
-            else:
-                logits = aux_head(visual[0])  # [N, β, V]
-            logp = torch.log_softmax(logits, -1)  # [N, β, V]
-            aux = -(target * logp).sum(-1)[has_text].mean()
-            loss = loss + args.aux_weight * aux
+        loss = train_loss(model, batch, args, region)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -446,6 +412,71 @@ def run(args: argparse.Namespace) -> list[dict]:
             tqdm.write(f"time limit {args.time_limit:.0f} s reached at step {step}")
             break
     return rows
+
+
+def make_optimizer(model: VIST2Model, args, extra: list[torch.nn.Parameter]):
+    """AdamW (the LLM at lr x --llm-lr-scale, frozen at 0) with warm-up + cosine."""
+    llm = list(model.language_model.parameters())
+    llm_ids = {id(p) for p in llm}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in llm_ids], "lr": args.lr}]
+    if extra:
+        groups.append({"params": extra, "lr": args.lr})
+    if args.llm_lr_scale > 0:
+        groups.append({"params": llm, "lr": args.lr * args.llm_lr_scale})
+    else:
+        for p in llm:
+            p.requires_grad_(False)
+    opt = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / max(args.warmup, 1))
+            * 0.5
+            * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
+        ),
+    )
+    return opt, sched
+
+
+class RegionLoss:
+    """--aux-weight: each visual token predicts the tokens (--aux-unit char: characters) drawn
+    in its page region, through a linear head or the LLM's input embeddings (--aux-head)."""
+
+    def __init__(self, args, config, tokenizer, renderer: PageRenderer) -> None:
+        self.args, self.tokenizer, self.renderer = args, tokenizer, renderer
+        self.classes = 256 if args.aux_unit == "char" else len(tokenizer)
+        self.head = torch.nn.Linear(config.text_config.hidden_size, self.classes)
+        self.side = args.page_size // (args.patch_size * args.merge)
+
+    def __call__(self, model: VIST2Model, texts, visual: torch.Tensor) -> torch.Tensor:
+        """visual: (N, β, D) -> scalar cross-entropy against the regions' soft targets."""
+        args = self.args
+        target, has_text = cell_targets(
+            self.renderer,
+            texts,
+            self.tokenizer,
+            self.side,
+            args.patch_size * args.merge,
+            self.classes,
+            args.aux_unit == "char",
+        )
+        if args.aux_head == "embed":  # the LLM's (frozen here) input embeddings as the head
+            logits = visual @ model.get_input_embeddings().weight.detach().T  # [N, β, V]
+        else:
+            logits = self.head(visual)  # [N, β, V]
+        logp = torch.log_softmax(logits, -1)  # [N, β, V]
+        return -(target * logp).sum(-1)[has_text].mean()
+
+
+def train_loss(model: VIST2Model, batch: dict, args, region: RegionLoss | None) -> torch.Tensor:
+    """The OCR loss plus the optional variance and region terms."""
+    with capture_visual_tokens(model.aligner) as visual:
+        loss = forward(model, batch).loss
+    if args.variance_weight:
+        loss = loss + args.variance_weight * variance_penalty(visual[0], args.variance_target)
+    if region is not None:
+        loss = loss + args.aux_weight * region(model, batch["texts"], visual[0])
+    return loss
 
 
 def reshape_merge(model: VIST2Model, mh: int, mw: int) -> None:
