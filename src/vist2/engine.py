@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -42,6 +42,17 @@ from vist2.layout import Segment, TextSegment, build_layout, collate_layouts, qu
 from vist2.render import PageOverflowError, PageRenderer, pages_to_tensor
 
 POLICIES = ("global", "prompt", "none")
+
+
+def stop_string_cut(text: str, delta: str, stop_strings: Sequence[str]) -> int | None:
+    """Where in `text + delta` the first stop string begins, when `delta` completes one (None
+    otherwise). Only the tail where a stop string could newly end is searched."""
+    if not stop_strings or not delta:
+        return None
+    full = text + delta
+    since = max(0, len(text) - max(len(s) for s in stop_strings) + 1)
+    hits = [i for i in (full.find(s, since) for s in stop_strings) if i >= 0]
+    return min(hits) if hits else None
 
 
 @dataclass
@@ -628,17 +639,13 @@ class Engine:
             return ""
         delta = row.decoder.step(token)
         row.chunk_text += delta
-        if config.stop_strings and delta:
-            # search only where a stop string could newly end: the tail of the old text + delta
+        cut = stop_string_cut(row.text, delta, config.stop_strings)
+        if cut is not None:
             full = row.text + delta
-            since = max(0, len(row.text) - max(len(s) for s in config.stop_strings) + 1)
-            hits = [i for i in (full.find(s, since) for s in config.stop_strings) if i >= 0]
-            if hits:
-                cut = min(hits)
-                delta = full[len(row.text) : cut] if cut > len(row.text) else ""
-                row.text = full[:cut]
-                row.finish_reason = "stop"
-                return delta
+            delta = full[len(row.text) : cut] if cut > len(row.text) else ""
+            row.text = full[:cut]
+            row.finish_reason = "stop"
+            return delta
         row.text += delta
         if len(row.tokens) >= config.max_new_tokens:
             row.finish_reason = "length"
@@ -710,4 +717,5 @@ __all__ = [
     "TokenEvent",
     "last_position_offset",
     "sample_tokens",
+    "stop_string_cut",
 ]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vist2.chunker import StreamingDecoder
-from vist2.engine import Engine, GenerationConfig, sample_tokens
+from vist2.engine import Engine, GenerationConfig, sample_tokens, stop_string_cut
 from vist2.layout import Segment, build_layout, collate_layouts
 from vist2.render import PageOverflowError
 from vist2.serve.kvbatch import BatchKV
@@ -362,13 +362,10 @@ class Batcher:
         s.chunk_text += delta
         if config.stop_on_eos and token in self.engine.stop_ids:
             return self._finish(s, "stop")
-        if config.stop_strings and delta:
-            full = s.text + delta
-            since = max(0, len(s.text) - max(len(x) for x in config.stop_strings) + 1)
-            hits = [i for i in (full.find(x, since) for x in config.stop_strings) if i >= 0]
-            if hits:
-                s.text = full[: min(hits)]
-                return self._finish(s, "stop")
+        cut = stop_string_cut(s.text, delta, config.stop_strings)
+        if cut is not None:
+            s.text = (s.text + delta)[:cut]
+            return self._finish(s, "stop")
         s.text += delta
         if len(s.tokens) >= config.max_new_tokens:
             return self._finish(s, "length")
