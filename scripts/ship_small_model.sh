@@ -7,16 +7,26 @@
 #   bash scripts/ship_small_model.sh /work/runs/vist2-small-ocr      # its newest checkpoint
 #
 # Writes src/vist2/assets/models/vist2-small/ (config.json, model.safetensors in fp32, the
-# tokenizer, training.json: run, step, loss, time) and docs/model/vist2-small-loss.png.
+# tokenizer, training.json: run, step, loss, time, and the runs before it) and
+# docs/model/vist2-small-loss.png (a panel per run of the chain).
 set -euo pipefail
 SOURCE=${1:?usage: bash scripts/ship_small_model.sh RUN_DIR/checkpoints/step-N (or RUN_DIR)}
 OUT=src/vist2/assets/models/vist2-small
 export PYTHONPATH=${PYTHONPATH:-$PWD/src}
 
 python -m vist2.training.export "$SOURCE" --out "$OUT"
-RUN=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['run'])" "$OUT/training.json")
+# every run of the chain (training.json: run, started_from: ...), first to last, one panel each
+mapfile -t RUNS < <(python - "$OUT/training.json" <<'PY'
+import json, sys
+info, runs = json.load(open(sys.argv[1])), []
+while info:
+    runs.append(info["run"])
+    info = info.get("started_from")
+print("\n".join(reversed(runs)))
+PY
+)
 mkdir -p docs/model
-vist2 plot "$RUN" --out docs/model/vist2-small-loss.png
+vist2 plot "${RUNS[@]}" --out docs/model/vist2-small-loss.png
 python - "$OUT" <<'PY'
 import os, sys
 size = os.path.getsize(os.path.join(sys.argv[1], "model.safetensors"))
