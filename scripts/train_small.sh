@@ -6,8 +6,9 @@
 #   1. OCR   configs/train/small-ocr.json    5,000 steps: short pages first, then full ones
 #   2. OCR   configs/train/small-ocr-2.json  1,000 steps of a 3,500-step schedule (--stop-after:
 #            the session it ran in moved on to 3.)
-#   3. OCR   configs/train/small-ocr-3.json  6,000 steps, bf16 autocast (1.6x faster on this CPU)
-#   4. OLM   configs/train/small-olm.json    stage 3: write from earlier pages (LLM only)
+#   3. OCR   configs/train/small-ocr-3.json  5,500 steps of a 6,000-step schedule, bf16 autocast
+#            (1.6x faster on this CPU; stopped early for time, as 2.)
+#   4. OLM   configs/train/small-olm.json    600 steps of stage 3: write from earlier pages (LLM)
 #
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
@@ -47,7 +48,8 @@ piece ocr configs/train/small-ocr.json "$INIT" "$RUNS/vist2-small-ocr"
 # 2.-3. more of the same on full pages at lr 7e-4 / 6e-4 (a new schedule, a new optimizer).
 piece ocr configs/train/small-ocr-2.json "$RUNS/vist2-small-ocr" "$RUNS/vist2-small-ocr2" \
     --stop-after 1000
-piece ocr configs/train/small-ocr-3.json "$RUNS/vist2-small-ocr2" "$RUNS/vist2-small-ocr3"
+piece ocr configs/train/small-ocr-3.json "$RUNS/vist2-small-ocr2" "$RUNS/vist2-small-ocr3" \
+    --stop-after 5500
 # 4. the paper's stage 3: [c1, v1, c2, v2, ...], loss on every chunk, each chunk seeing the
 # pages of the chunks before it; the LLM trains, the encoder and aligner stay as stage 2 left them.
 piece olm configs/train/small-olm.json "$RUNS/vist2-small-ocr3" "$RUNS/vist2-small-olm"
