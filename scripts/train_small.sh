@@ -7,7 +7,7 @@
 #   2. OCR   configs/train/small-ocr-2.json  1,000 steps of a 3,500-step schedule (--stop-after:
 #            the session it ran in moved on to 3.)
 #   3. OCR   configs/train/small-ocr-3.json  5,500 steps of a 6,000-step schedule, bf16 autocast
-#            (1.6x faster on this CPU; stopped early for time, as 2.)
+#            (1.45x faster on this CPU: scripts/bench_train_step_dtype.py; stopped early for time, as 2.)
 #   4. OLM   configs/train/small-olm.json    600 steps of stage 3: write from earlier pages (LLM)
 #
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
