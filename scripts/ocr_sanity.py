@@ -397,7 +397,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     for step in bar:
         train_src.tokens = page_tokens(args, step)
         batch = make_batch(train_src, renderer, args.batch_size, beta)
-        loss = train_loss(model, batch, args, region)
+        loss = objective(model, batch, args, region)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -468,7 +468,7 @@ class RegionLoss:
         return -(target * logp).sum(-1)[has_text].mean()
 
 
-def train_loss(model: VIST2Model, batch: dict, args, region: RegionLoss | None) -> torch.Tensor:
+def objective(model: VIST2Model, batch: dict, args, region: RegionLoss | None) -> torch.Tensor:
     """The OCR loss plus the optional variance and region terms."""
     with capture_visual_tokens(model.aligner) as visual:
         loss = forward(model, batch).loss

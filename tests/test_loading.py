@@ -23,7 +23,11 @@ def test_the_shipped_model_resolves_inside_the_package():
     assert path.parts[-3:] == ("assets", "models", "vist2-small")
     assert (path / "model.safetensors").stat().st_size <= 50e6
     info = json.loads((path / "training.json").read_text())
-    assert info["step"] >= 1 and info["stage"] == "ocr"
+    chain = []  # the runs that trained it, last first (training.json: started_from)
+    while info:
+        chain.append((info["stage"], info["step"]))
+        info = info["started_from"]
+    assert chain[-1][0] == "ocr" and all(step >= 1 for _, step in chain)  # from scratch, OCR first
     model, tokenizer = load_model("vist2-small")
     cfg = model.config
     assert (cfg.chunk_tokens, cfg.visual_tokens_per_page, cfg.compression_ratio) == (64, 16, 4.0)
