@@ -13,8 +13,8 @@ from train_helpers import (
 )
 
 from vist2.errors import Vist2Error
-from vist2.loading import load_model
-from vist2.training.export import export, main, provenance
+from vist2.loading import load_model, shipped_model_path
+from vist2.training.export import export, main, provenance, started_from
 from vist2.training.trainer import train
 
 
@@ -65,6 +65,9 @@ def test_a_run_that_continues_another_exports_the_whole_chain(run_dir, tmp_path)
     third = tmp_path / "third"
     train(tiny_train_config("olm", max_steps=1), tmp_path / "out", str(corpus), third)
     assert provenance(third, third / "model")["started_from"] == info
+    # a shipped model by name: its own training.json
+    shipped = json.loads((shipped_model_path("vist2-small") / "training.json").read_text())
+    assert started_from("vist2-small") == shipped
 
 
 def test_bad_sources_are_one_clear_error(tmp_path, capsys):

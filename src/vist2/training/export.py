@@ -24,7 +24,14 @@ import torch
 from safetensors.torch import load_file
 
 from vist2.errors import Vist2Error
-from vist2.loading import MODEL_DIR, load_model, load_tokenizer, resolve_model_dir
+from vist2.loading import (
+    MODEL_DIR,
+    SHIPPED_MODELS,
+    load_model,
+    load_tokenizer,
+    resolve_model_dir,
+    shipped_model_path,
+)
 from vist2.training.checkpoint import MARKER, CheckpointManager, replace_dir
 from vist2.training.metrics import METRICS_FILE, read_metrics
 
@@ -53,6 +60,8 @@ def started_from(model: str | Path) -> dict | None:
     training.json, or that of the run it is the model of (RUN_DIR or RUN_DIR/model); None for
     an untrained (`vist2 init`) or outside model."""
     path = Path(model)
+    if str(model) in SHIPPED_MODELS and not path.exists():  # e.g. fine-tuning vist2-small
+        path = shipped_model_path(str(model))
     if (path / "training.json").is_file():
         return json.loads((path / "training.json").read_text(encoding="utf-8"))
     for run in (path, path.parent):
