@@ -1,14 +1,16 @@
 """`vist2 eval olm`: does the model continue text as well from pages as from text?
 
 Held-out documents are cut into windows of `prefix + continue` tokens (the model's tokenizer).
-Each window is scored twice, teacher-forced, same model:
+Each window is scored under each reading, teacher-forced, same model:
 - `global`: the stage-3 OLM layout over the whole window, [c1, v1, c2, v2, ..., cn] with the
   rule-2 mask (`olm_layout`, exactly what training builds): the prefix and the continuation's
   earlier chunks are seen only as pages;
 - `none`: the window as plain text.
 With `control`, a third reading, `blank`: the `global` layout with every page blank, so each
 continuation token has only its own chunk's earlier text; `blank - global` (nats per token) is
-what the pages carry, 0 for a model that ignores them. Only continuation tokens are scored: the summed negative log-likelihood gives perplexity per
+what the pages carry, 0 for a model that ignores them.
+
+Only continuation tokens are scored: the summed negative log-likelihood gives perplexity per
 token and bits per character (characters of the continuation's decode), which is comparable
 across tokenizers. `--baseline DIR` scores the same texts with a text-only Hugging Face causal LM
 (its own tokenizer: prefix and continuation text are tokenized separately).
