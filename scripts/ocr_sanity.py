@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from vist2.config import VIST2Config
 from vist2.layout import IGNORE_INDEX, build_layout, collate_layouts, ocr_layout
-from vist2.loading import load_tokenizer, tiny_tokenizer_path
+from vist2.loading import load_model, load_tokenizer, save_model, tiny_tokenizer_path
 from vist2.model import VIST2Model
 from vist2.render import PageRenderer, pages_to_tensor
 from vist2.training.visual_variance import capture_visual_tokens, variance_penalty
@@ -340,6 +340,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--time-limit", type=float, default=0, help="stop after this many seconds")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="start from this trained model (a directory, a run directory or a shipped name such "
+        "as vist2-small) instead of random weights; its page geometry and tokenizer replace the "
+        "geometry flags",
+    )
+    p.add_argument("--save", default=None, help="write the trained model (and tokenizer) here")
+    p.add_argument(
+        "--eval-tokens",
+        type=int,
+        nargs="*",
+        default=[],
+        help="after training, also measure the gap on held-out pages of these many tokens",
+    )
     p.add_argument("--diagnose", action="store_true", help="run the pipeline checks first")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -350,11 +365,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     """Train; return the eval rows (step, train, real, blank, real_acc, blank_acc, seconds)."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    tokenizer = load_tokenizer(tiny_tokenizer_path())
-    config = build_config(args, len(tokenizer))
-    model = VIST2Model(config).train()
-    if args.merge_shape:
-        reshape_merge(model, *args.merge_shape)
+    model, tokenizer = build_model(args)
+    config = model.config
     beta = config.visual_tokens_per_page
     renderer = PageRenderer(config.render_config)
     train_src = TextSource(args.text, args.tokens, tokenizer, args.corpus, args.seed)
@@ -411,7 +423,45 @@ def run(args: argparse.Namespace) -> list[dict]:
         if out_of_time:
             tqdm.write(f"time limit {args.time_limit:.0f} s reached at step {step}")
             break
+    if args.eval_tokens:
+        gap_by_length(model, tokenizer, renderer, args, beta)
+    if args.save:
+        save_model(model, tokenizer, args.save)
+        print(f"saved the model to {args.save}")
     return rows
+
+
+def build_model(args) -> tuple[VIST2Model, object]:
+    """(model in train mode, tokenizer): random weights from the geometry flags, or --init.
+    With --init, the loaded model's page geometry is written back into `args`."""
+    if args.init:
+        model, tokenizer = load_model(args.init)
+        cfg, render = model.config, model.config.render_config
+        args.page_size, args.font_size = render.page_width, render.font_size
+        args.patch_size, args.merge = cfg.vision_config.patch_size, cfg.merge_size
+        args.aligner = cfg.aligner
+    else:
+        tokenizer = load_tokenizer(tiny_tokenizer_path())
+        model = VIST2Model(build_config(args, len(tokenizer)))
+    if args.merge_shape:
+        reshape_merge(model, *args.merge_shape)
+    return model.train(), tokenizer
+
+
+def gap_by_length(model: VIST2Model, tokenizer, renderer: PageRenderer, args, beta: int) -> None:
+    """--eval-tokens: the blank-page gap on held-out random-text pages of each length."""
+    print(f"{'tokens':>6} {'real':>7} {'blank':>7} {'gap':>7} {'acc':>6} {'blank_acc':>9}")
+    for n in args.eval_tokens:
+        src = TextSource(args.text, n, tokenizer, args.corpus, args.seed + 20_000 + n)
+        batches = [
+            make_batch(src, renderer, min(args.batch_size, args.eval_samples - i), beta)
+            for i in range(0, args.eval_samples, args.batch_size)
+        ]
+        e = evaluate(model, batches)
+        print(
+            f"{n:>6} {e['real']:>7.3f} {e['blank']:>7.3f} {e['blank'] - e['real']:>7.3f} "
+            f"{e['real_acc']:>6.3f} {e['blank_acc']:>9.3f}"
+        )
 
 
 def make_optimizer(model: VIST2Model, args, extra: list[torch.nn.Parameter]):
@@ -432,7 +482,7 @@ def make_optimizer(model: VIST2Model, args, extra: list[torch.nn.Parameter]):
         lambda s: (
             min(1.0, (s + 1) / max(args.warmup, 1))
             * 0.5
-            * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
+            * (1 + math.cos(math.pi * min(s, args.steps) / max(args.steps, 1)))
         ),
     )
     return opt, sched

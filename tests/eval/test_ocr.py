@@ -93,6 +93,10 @@ def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):
     gain = report["runs"][0]["page_gain"]["all"]  # random weights: the page tells it ~nothing
     assert gain["real_nll"] > 5.0 and abs(gain["gain_nats"]) < 0.1 * gain["blank_nll"]
     assert "loss, blank page" in (tmp_path / "ocr.md").read_text()
+    lines = gain["by_line"]  # the same gain, line by line down the page
+    assert lines and sum(row["tokens"] for row in lines) == gain["tokens"]
+    assert (tmp_path / "ocr_line_gain.png").stat().st_size > 0
+    assert "| line |" in (tmp_path / "ocr.md").read_text()
     worst = report["runs"][0]["worst"]
     assert len(worst) == 3 and all((tmp_path / w["image"]).is_file() for w in worst)
     assert worst[0]["character_accuracy"] <= worst[-1]["character_accuracy"]

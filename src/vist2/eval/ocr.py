@@ -281,7 +281,13 @@ def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
     """Read the pages of `run.data` back (once per `page_tokens` value) and write ocr.json,
     ocr.md, ocr_hist.png (and ocr_ratio.png for several page sizes), worst/."""
     from vist2.eval.data import describe_parts, read_eval_documents
-    from vist2.eval.report import environment, histogram_png, ratio_png, write_json
+    from vist2.eval.report import (
+        environment,
+        histogram_png,
+        line_gain_png,
+        ratio_png,
+        write_json,
+    )
 
     with model_path(run.model) as path:
         model, tokenizer = load_model(path, dtype=run.dtype, device=run.device)
@@ -310,6 +316,8 @@ def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
     histogram_png(by_lang, "character accuracy (1 - CER)", title, out / "ocr_hist.png")
     if len(sizes) > 1:
         ratio_png(report["runs"], out / "ocr_ratio.png")
+    if run.control:
+        line_gain_png(gain_curves(report["runs"]), out / "ocr_line_gain.png")
     (out / "ocr.md").write_text(ocr_markdown(report), encoding="utf-8")
     return report
 
@@ -325,6 +333,37 @@ def _score_row(label: str, r: float, s: dict) -> list:
         pct(s.get("exact_page_rate")),
         pct(s.get("token_accuracy")),
         f"{s['rouge_l']:.3f}" if s["pages"] else "n/a",
+    ]
+
+
+def gain_curves(runs: Sequence[dict]) -> dict[str, list[float]]:
+    """Page gain per line (nats per token), one curve per language and ratio: 'en, r=4'."""
+    curves = {}
+    for run in runs:
+        by_lang = run.get("page_gain") or {}
+        langs = [lang for lang in by_lang if lang != "all"] or list(by_lang)
+        for lang in langs:
+            label = f"{lang}, r={run['compression_ratio']:g}"
+            curves[label] = [row["gain_nats"] for row in by_lang[lang]["by_line"]]
+    return curves
+
+
+def line_gain_lines(runs: Sequence[dict]) -> list[str]:
+    """The markdown under the gain table: the gain line by line down the page."""
+    from vist2.eval.report import markdown_table
+
+    curves = gain_curves(runs)
+    depth = max(len(c) for c in curves.values())
+    rows = [
+        [str(k + 1), *(f"{c[k]:.3f}" if k < len(c) else "" for c in curves.values())]
+        for k in range(depth)
+    ]
+    return [
+        "The gain line by line (line 1 = the top of the page): where on a page reading stops.",
+        "",
+        markdown_table(["line", *curves], rows),
+        "",
+        "![page gain by line](ocr_line_gain.png)",
     ]
 
 
@@ -369,6 +408,8 @@ def ocr_markdown(report: dict) -> str:
             "",
             markdown_table(["language", "r", "loss, real page", "loss, blank page", "gain"], gains),
         ]
+    if gains:
+        lines += ["", *line_gain_lines(report["runs"])]
     if len(report["runs"]) > 1:
         lines += ["", "![scores per compression ratio](ocr_ratio.png)"]
     lines += ["", f"Data ({report['split']} part):", *data_lines(report["data"])]

@@ -11,14 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from vist2.chunker import decode_pieces
+from vist2.render import normalize_text
 
-@torch.inference_mode()
+
 def page_token_loss(model, engine, pages: Sequence, blank: bool) -> list[tuple[float, int]]:
     """(summed nats, tokens) per page: its text's teacher-forced loss after its β visual tokens
     (a blank page's when `blank`). `pages` have .text and .token_ids; `engine` encodes pages."""
+    return [(float(nll.sum()), nll.numel()) for nll in page_token_nll(model, engine, pages, blank)]
+
+
+@torch.inference_mode()
+def page_token_nll(model, engine, pages: Sequence, blank: bool) -> list[torch.Tensor]:
+    """Per page, the (n,) teacher-forced loss of each of its n text tokens, in nats."""
     beta = model.config.visual_tokens_per_page
     out = []
     blank_page = engine.encode_texts([""])[0] if blank else None  # one blank page serves all
@@ -34,26 +43,62 @@ def page_token_loss(model, engine, pages: Sequence, blank: bool) -> list[tuple[f
             visual_tokens=visual,
             position_ids=torch.arange(beta + n, device=ids.device)[None],
         ).logits  # [1, β + n, V]: position β - 1 + i predicts token i
-        nll = F.cross_entropy(logits[0, beta - 1 : beta - 1 + n].float(), ids[0], reduction="sum")
-        out.append((float(nll), n))
+        nll = F.cross_entropy(logits[0, beta - 1 : beta - 1 + n].float(), ids[0], reduction="none")
+        out.append(nll.cpu())  # (n,)
     return out
 
 
+def token_lines(renderer, tokenizer, token_ids: Sequence[int]) -> np.ndarray:
+    """(n,) the line (0 = top) each token of a page is drawn on: the line of its first drawn
+    character. A token that draws nothing (a space, a newline, part of a character) takes the
+    line of the next drawn character, or the last line at the end of the page."""
+    pieces = decode_pieces(tokenizer, [[t] for t in token_ids])
+    text = "".join(pieces)
+    norm, boxes = renderer.char_boxes(text)  # boxes: (n_drawn, 5) index, x0, y0, x1, y1
+    if len(boxes) == 0:
+        return np.zeros(len(token_ids), np.int64)
+    height = int(boxes[0, 4] - boxes[0, 2])  # every box spans its line's height
+    line_of_box = (boxes[:, 2] - boxes[:, 2].min() + height // 2) // height  # blank lines count
+    line_of_char = np.full(len(norm) + 1, -1, np.int64)  # (len + 1,): -1 = nothing drawn
+    line_of_char[boxes[:, 0]] = line_of_box
+    line_of_char[-1] = line_of_box.max()
+    # fill each undrawn character with the line of the next drawn one (the sentinel at the end)
+    nxt = np.where(line_of_char >= 0, np.arange(len(norm) + 1), len(norm))
+    nxt = np.minimum.accumulate(nxt[::-1])[::-1]  # (len + 1,) index of the next drawn char
+    line_of_char = line_of_char[nxt]
+    prefix, starts = "", []
+    for piece in pieces:  # where each token starts in the normalised text
+        starts.append(len(normalize_text(prefix)))
+        prefix += piece
+    return line_of_char[np.minimum(starts, len(norm))]
+
+
 def page_gain(model, engine, pages: Sequence) -> dict[str, dict]:
-    """Per language (and 'all'): loss per token from the real page, from a blank page, and the
-    gain (blank - real) in nats per token."""
-    real = page_token_loss(model, engine, pages, blank=False)
-    blank = page_token_loss(model, engine, pages, blank=True)
+    """Per language (and 'all'): loss per token from the real page, from a blank page, the gain
+    (blank - real) in nats per token, and `by_line`: the same for the tokens drawn on each line
+    of the page (line 1 = top), which shows where on a page reading stops."""
+    real = page_token_nll(model, engine, pages, blank=False)
+    blank = page_token_nll(model, engine, pages, blank=True)
+    lines = [token_lines(engine.renderer, engine.tokenizer, p.token_ids) for p in pages]
     groups: dict[str, list[int]] = {"all": list(range(len(pages)))}
     for i, page in enumerate(pages):
         groups.setdefault(page.language, []).append(i)
     summary = {}
     for lang, idx in groups.items():
-        tokens = sum(real[i][1] for i in idx)
-        r = sum(real[i][0] for i in idx) / max(tokens, 1)
-        b = sum(blank[i][0] for i in idx) / max(tokens, 1)
-        summary[lang] = {"real_nll": r, "blank_nll": b, "gain_nats": b - r, "tokens": tokens}
+        r = torch.cat([real[i] for i in idx]).numpy()  # (tokens,)
+        b = torch.cat([blank[i] for i in idx]).numpy()  # (tokens,)
+        line = np.concatenate([lines[i] for i in idx])  # (tokens,)
+        summary[lang] = gain_row(r, b) | {
+            "by_line": [gain_row(r[line == k], b[line == k]) for k in range(line.max() + 1)]
+        }
     return summary
 
 
-__all__ = ["page_gain", "page_token_loss"]
+def gain_row(real: np.ndarray, blank: np.ndarray) -> dict:
+    """Mean real and blank loss of some tokens, and their gain, in nats per token."""
+    n = max(len(real), 1)
+    r, b = float(real.sum()) / n, float(blank.sum()) / n
+    return {"real_nll": r, "blank_nll": b, "gain_nats": b - r, "tokens": len(real)}
+
+
+__all__ = ["page_gain", "page_token_loss", "page_token_nll", "token_lines"]

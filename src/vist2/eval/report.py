@@ -129,6 +129,22 @@ def ratio_png(runs: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def line_gain_png(curves: dict[str, list[float]], path: Path) -> None:
+    """Page gain (blank - real loss, nats per token) against the line of the page."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, gains in curves.items():
+        ax.plot(range(1, len(gains) + 1), gains, "-o", label=label)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("line of the page (1 = top)")
+    ax.set_ylabel("page gain, nats per token")
+    ax.set_title("What the page tells the model, line by line")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def heatmap_png(
     grids: dict[str, list[list[float]]],
     lengths: Sequence[int],
