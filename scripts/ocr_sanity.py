@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from vist2.config import VIST2Config
+from vist2.eval.page_loss import token_lines
 from vist2.layout import IGNORE_INDEX, build_layout, collate_layouts, ocr_layout
 from vist2.loading import load_model, load_tokenizer, save_model, tiny_tokenizer_path
 from vist2.model import VIST2Model
@@ -125,19 +126,36 @@ def forward(model: VIST2Model, batch: dict, blank: bool = False, grad: bool = Tr
         )
 
 
+def with_lines(batch: dict, renderer: PageRenderer, tokenizer) -> dict:
+    """Add "lines": the page line (0 = top) of every labelled token, in label order."""
+    ids = [row[row != IGNORE_INDEX].tolist() for row in batch["labels"]]
+    batch["lines"] = torch.cat(
+        [torch.from_numpy(token_lines(renderer, tokenizer, i)) for i in ids]
+    )  # (labelled tokens,)
+    return batch
+
+
 @torch.no_grad()
 def evaluate(model: VIST2Model, batches: list[dict]) -> dict[str, float]:
+    """Mean loss and accuracy from real and blank pages; with "lines" in the batches also the
+    loss on line 1 only and on the lines below it (`real_l1`, `real_below`, ...)."""
     model.eval()
     out = {}
     for name, blank in (("real", False), ("blank", True)):
-        loss_sum, n, correct = 0.0, 0, 0
+        nll, correct = [], []
         for b in batches:
             o = forward(model, b, blank=blank, grad=False)
             targets = b["labels"][b["labels"] != IGNORE_INDEX]
-            loss_sum += float(o.loss) * o.num_labelled
-            n += o.num_labelled
-            correct += int((o.logits.argmax(-1) == targets).sum())
-        out[name], out[name + "_acc"] = loss_sum / n, correct / n
+            nll.append(
+                torch.nn.functional.cross_entropy(o.logits.float(), targets, reduction="none")
+            )
+            correct.append(o.logits.argmax(-1) == targets)
+        nll_all, correct_all = torch.cat(nll), torch.cat(correct)  # (labelled tokens,)
+        out[name], out[name + "_acc"] = float(nll_all.mean()), float(correct_all.float().mean())
+        if "lines" in batches[0]:
+            lines = torch.cat([b["lines"] for b in batches])
+            for part, sel in (("l1", lines == 0), ("below", lines > 0)):
+                out[f"{name}_{part}"] = float(nll_all[sel].mean()) if sel.any() else float("nan")
     # how much the visual tokens vary from page to page, relative to their size
     v = model.encode_pages(batches[0]["pages"])  # [N, β, D]
     out["spread"] = float(v.std(0).norm(dim=-1).mean() / v.norm(dim=-1).mean())
@@ -371,10 +389,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     renderer = PageRenderer(config.render_config)
     train_src = TextSource(args.text, args.tokens, tokenizer, args.corpus, args.seed)
     eval_src = TextSource(args.text, args.tokens, tokenizer, args.corpus, args.seed + 10_000)
-    eval_batches = [
-        make_batch(eval_src, renderer, min(args.batch_size, args.eval_samples - i), beta)
-        for i in range(0, args.eval_samples, args.batch_size)
-    ]
+    eval_batches = held_out_batches(eval_src, renderer, tokenizer, args, beta)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"model: {n_params / 1e6:.2f} M params; page {args.page_size} px, font "
@@ -390,7 +405,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     region = RegionLoss(args, config, tokenizer, renderer) if args.aux_weight else None
     opt, sched = make_optimizer(model, args, list(region.head.parameters()) if region else [])
     rows: list[dict] = []
-    header = f"{'step':>5} {'train':>7} {'real':>7} {'blank':>7} {'gap':>7} {'acc':>6} {'blank_acc':>9} {'spread':>7} {'s':>6}"
+    header = f"{'step':>5} {'train':>7} {'real':>7} {'blank':>7} {'gap':>7} {'gap_l1':>7} {'gap_below':>9} {'acc':>6} {'blank_acc':>9} {'spread':>7} {'s':>6}"
     print(header)
     start, train_loss = time.time(), float("nan")
 
@@ -400,7 +415,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         rows.append(row)
         tqdm.write(
             f"{step:>5} {train_loss:>7.3f} {e['real']:>7.3f} {e['blank']:>7.3f} "
-            f"{e['blank'] - e['real']:>7.3f} {e['real_acc']:>6.3f} {e['blank_acc']:>9.3f} {e['spread']:>7.4f} "
+            f"{e['blank'] - e['real']:>7.3f} {e['blank_l1'] - e['real_l1']:>7.3f} "
+            f"{e['blank_below'] - e['real_below']:>9.3f} "
+            f"{e['real_acc']:>6.3f} {e['blank_acc']:>9.3f} {e['spread']:>7.4f} "
             f"{row['seconds']:>6.0f}"
         )
 
@@ -448,19 +465,31 @@ def build_model(args) -> tuple[VIST2Model, object]:
     return model.train(), tokenizer
 
 
+def held_out_batches(source: TextSource, renderer: PageRenderer, tokenizer, args, beta: int):
+    """--eval-samples pages from `source` in batches, each token's page line attached."""
+    return [
+        with_lines(
+            make_batch(source, renderer, min(args.batch_size, args.eval_samples - i), beta),
+            renderer,
+            tokenizer,
+        )
+        for i in range(0, args.eval_samples, args.batch_size)
+    ]
+
+
 def gap_by_length(model: VIST2Model, tokenizer, renderer: PageRenderer, args, beta: int) -> None:
-    """--eval-tokens: the blank-page gap on held-out random-text pages of each length."""
-    print(f"{'tokens':>6} {'real':>7} {'blank':>7} {'gap':>7} {'acc':>6} {'blank_acc':>9}")
+    """--eval-tokens: the blank-page gap on held-out random-text pages of each length, overall,
+    on line 1 and on the lines below it."""
+    print(
+        f"{'tokens':>6} {'real':>7} {'blank':>7} {'gap':>7} {'gap_l1':>7} {'gap_below':>9} {'acc':>6}"
+    )
     for n in args.eval_tokens:
         src = TextSource(args.text, n, tokenizer, args.corpus, args.seed + 20_000 + n)
-        batches = [
-            make_batch(src, renderer, min(args.batch_size, args.eval_samples - i), beta)
-            for i in range(0, args.eval_samples, args.batch_size)
-        ]
-        e = evaluate(model, batches)
+        e = evaluate(model, held_out_batches(src, renderer, tokenizer, args, beta))
         print(
             f"{n:>6} {e['real']:>7.3f} {e['blank']:>7.3f} {e['blank'] - e['real']:>7.3f} "
-            f"{e['real_acc']:>6.3f} {e['blank_acc']:>9.3f}"
+            f"{e['blank_l1'] - e['real_l1']:>7.3f} {e['blank_below'] - e['real_below']:>9.3f} "
+            f"{e['real_acc']:>6.3f}"
         )
 
 
