@@ -202,6 +202,8 @@ def build_config(args, vocab: int) -> VIST2Config:
             "page_height": args.page_size,
             "font_size": args.font_size,
             "min_font_size": max(1, args.font_size - 6),
+            "line_spacing": args.line_spacing,
+            "margin": args.margin,
         },
     )
 
@@ -335,6 +337,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     p.add_argument("--page-size", type=int, default=None)
     p.add_argument("--font-size", type=int, default=None)
+    p.add_argument("--line-spacing", type=float, default=1.2, help="line height = font size x this")
+    p.add_argument("--margin", type=int, default=4, help="blank border of the page, pixels")
     p.add_argument("--patch-size", type=int, default=None)
     p.add_argument("--merge", type=int, default=None)
     p.add_argument("--aligner", choices=["mlp", "tanh"], default="mlp")
