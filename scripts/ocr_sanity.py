@@ -23,13 +23,14 @@ import random
 import re
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from vist2.config import VIST2Config
-from vist2.eval.page_loss import token_lines
+from vist2.eval.page_loss import token_boxes, token_lines
 from vist2.layout import IGNORE_INDEX, build_layout, collate_layouts, ocr_layout
 from vist2.loading import load_model, load_tokenizer, save_model, tiny_tokenizer_path
 from vist2.model import VIST2Model
@@ -132,6 +133,7 @@ def with_lines(batch: dict, renderer: PageRenderer, tokenizer) -> dict:
     batch["lines"] = torch.cat(
         [torch.from_numpy(token_lines(renderer, tokenizer, i)) for i in ids]
     )  # (labelled tokens,)
+    batch["index"] = torch.cat([torch.arange(len(i)) for i in ids])  # (labelled tokens,)
     return batch
 
 
@@ -156,6 +158,10 @@ def evaluate(model: VIST2Model, batches: list[dict]) -> dict[str, float]:
             lines = torch.cat([b["lines"] for b in batches])
             for part, sel in (("l1", lines == 0), ("below", lines > 0)):
                 out[f"{name}_{part}"] = float(nll_all[sel].mean()) if sel.any() else float("nan")
+            index = torch.cat([b["index"] for b in batches])
+            out[f"{name}_by_index"] = [
+                float(nll_all[index == i].mean()) for i in range(min(16, int(index.max()) + 1))
+            ]
     # how much the visual tokens vary from page to page, relative to their size
     v = model.encode_pages(batches[0]["pages"])  # [N, β, D]
     out["spread"] = float(v.std(0).norm(dim=-1).mean() / v.norm(dim=-1).mean())
@@ -332,6 +338,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--aux-weight", type=float, default=0.0, help="region token-set loss weight")
     p.add_argument("--aux-head", choices=["linear", "embed"], default="linear")
     p.add_argument("--aux-unit", choices=["token", "char"], default="token")
+    p.add_argument(
+        "--where-weight",
+        type=float,
+        default=0.0,
+        help="weight of a loss making the LLM's hidden state say which visual token holds the "
+        "next text token (0 = off)",
+    )
+    p.add_argument("--where-layer", type=int, default=2, help="LLM layer (1-based) it reads")
     p.add_argument("--merge-shape", type=int, nargs=2, metavar=("ROWS", "COLS"), default=None)
     p.add_argument("--sparse-ink", action="store_true", help="feed pages as paper 0, ink 1")
     p.add_argument("--corpus", type=Path, default=CORPUS_DIR)
@@ -407,7 +421,12 @@ def run(args: argparse.Namespace) -> list[dict]:
         diagnose(model, eval_batches[0])
 
     region = RegionLoss(args, config, tokenizer, renderer) if args.aux_weight else None
-    opt, sched = make_optimizer(model, args, list(region.head.parameters()) if region else [])
+    where = WhereLoss(args, model, tokenizer, renderer) if args.where_weight else None
+    heads = [
+        *(region.head.parameters() if region else []),
+        *(where.head.parameters() if where else []),
+    ]
+    opt, sched = make_optimizer(model, args, heads)
     rows: list[dict] = []
     header = f"{'step':>5} {'train':>7} {'real':>7} {'blank':>7} {'gap':>7} {'gap_l1':>7} {'gap_below':>9} {'acc':>6} {'blank_acc':>9} {'spread':>7} {'s':>6}"
     print(header)
@@ -430,7 +449,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     for step in bar:
         train_src.tokens = page_tokens(args, step)
         batch = make_batch(train_src, renderer, args.batch_size, beta)
-        loss = objective(model, batch, args, region)
+        loss = objective(model, batch, args, region, where)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -495,6 +514,8 @@ def gap_by_length(model: VIST2Model, tokenizer, renderer: PageRenderer, args, be
             f"{e['blank_l1'] - e['real_l1']:>7.3f} {e['blank_below'] - e['real_below']:>9.3f} "
             f"{e['real_acc']:>6.3f}"
         )
+        gaps = [b - r for b, r in zip(e["blank_by_index"], e["real_by_index"], strict=True)]
+        print(f"{'':>6} gap by token index: " + " ".join(f"{g:.2f}" for g in gaps))
 
 
 def make_optimizer(model: VIST2Model, args, extra: list[torch.nn.Parameter]):
@@ -551,14 +572,66 @@ class RegionLoss:
         return -(target * logp).sum(-1)[has_text].mean()
 
 
-def objective(model: VIST2Model, batch: dict, args, region: RegionLoss | None) -> torch.Tensor:
-    """The OCR loss plus the optional variance and region terms."""
-    with capture_visual_tokens(model.aligner) as visual:
+class WhereLoss:
+    """--where-weight: from the LLM's hidden state after layer --where-layer, at each position
+    that predicts a text token, a linear head predicts which visual token's page region that
+    token is drawn in -- telling the LLM where on the page it is reading."""
+
+    def __init__(self, args, model: VIST2Model, tokenizer, renderer: PageRenderer) -> None:
+        self.args, self.tokenizer, self.renderer = args, tokenizer, renderer
+        mh, mw = args.merge_shape or (args.merge, args.merge)
+        self.cell = (args.patch_size * mh, args.patch_size * mw)  # (height, width) px
+        self.cols = args.page_size // self.cell[1]
+        beta = model.config.visual_tokens_per_page
+        hidden = model.config.text_config.hidden_size
+        self.head = torch.nn.Sequential(torch.nn.LayerNorm(hidden), torch.nn.Linear(hidden, beta))
+        self.layer = model.language_model.get_decoder().layers[args.where_layer - 1]
+
+    def targets(self, batch: dict) -> torch.Tensor:
+        """(labelled tokens,) the visual token whose region holds each labelled token."""
+        cells = []
+        for row in batch["labels"]:
+            ids = row[row != IGNORE_INDEX].tolist()
+            box = token_boxes(self.renderer, self.tokenizer, ids)  # (n, 4)
+            cy, cx = (box[:, 1] + box[:, 3]) // 2, (box[:, 0] + box[:, 2]) // 2
+            cells.append(torch.from_numpy(cy // self.cell[0] * self.cols + cx // self.cell[1]))
+        return torch.cat(cells)
+
+    @contextmanager
+    def capture(self):
+        """Yields a list that holds the layer's output hidden states (N, S, D) after forward."""
+        out: list[torch.Tensor] = []
+        handle = self.layer.register_forward_hook(
+            lambda _m, _i, o: out.append(o[0] if isinstance(o, tuple) else o)
+        )
+        try:
+            yield out
+        finally:
+            handle.remove()
+
+    def __call__(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        """hidden: (N, S, D) -> cross-entropy of the cell predicted at each labelled position."""
+        labelled = hidden[batch["labels"] != IGNORE_INDEX]  # (tokens, D)
+        return torch.nn.functional.cross_entropy(self.head(labelled), self.targets(batch))
+
+
+def objective(
+    model: VIST2Model,
+    batch: dict,
+    args,
+    region: RegionLoss | None,
+    where: WhereLoss | None = None,
+) -> torch.Tensor:
+    """The OCR loss plus the optional variance, region and where terms."""
+    with capture_visual_tokens(model.aligner) as visual, ExitStack() as stack:
+        hidden = stack.enter_context(where.capture()) if where else None
         loss = forward(model, batch).loss
     if args.variance_weight:
         loss = loss + args.variance_weight * variance_penalty(visual[0], args.variance_target)
     if region is not None:
         loss = loss + args.aux_weight * region(model, batch["texts"], visual[0])
+    if where is not None:
+        loss = loss + args.where_weight * where(hidden[0], batch)
     return loss
 
 

@@ -48,29 +48,41 @@ def page_token_nll(model, engine, pages: Sequence, blank: bool) -> list[torch.Te
     return out
 
 
-def token_lines(renderer, tokenizer, token_ids: Sequence[int]) -> np.ndarray:
-    """(n,) the line (0 = top) each token of a page is drawn on: the line of its first drawn
-    character. A token that draws nothing (a space, a newline, part of a character) takes the
-    line of the next drawn character, or the last line at the end of the page."""
+def token_boxes(renderer, tokenizer, token_ids: Sequence[int]) -> np.ndarray:
+    """(n, 4) where each token of a page is drawn: the box (x0, y0, x1, y1, page pixels) of its
+    first drawn character. A token that draws nothing (a space, a newline, part of a character)
+    takes the box of the next drawn character, or of the last one at the end of the page; a page
+    with nothing drawn gives zeros."""
+    return _token_and_char_boxes(renderer, tokenizer, token_ids)[0]
+
+
+def _token_and_char_boxes(renderer, tokenizer, token_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(`token_boxes`, every drawn character's (index, x0, y0, x1, y1))."""
     pieces = decode_pieces(tokenizer, [[t] for t in token_ids])
-    text = "".join(pieces)
-    norm, boxes = renderer.char_boxes(text)  # boxes: (n_drawn, 5) index, x0, y0, x1, y1
+    norm, boxes = renderer.char_boxes("".join(pieces))  # (n_drawn, 5): index, x0, y0, x1, y1
     if len(boxes) == 0:
-        return np.zeros(len(token_ids), np.int64)
-    height = int(boxes[0, 4] - boxes[0, 2])  # every box spans its line's height
-    line_of_box = (boxes[:, 2] - boxes[:, 2].min() + height // 2) // height  # blank lines count
-    line_of_char = np.full(len(norm) + 1, -1, np.int64)  # (len + 1,): -1 = nothing drawn
-    line_of_char[boxes[:, 0]] = line_of_box
-    line_of_char[-1] = line_of_box.max()
-    # fill each undrawn character with the line of the next drawn one (the sentinel at the end)
-    nxt = np.where(line_of_char >= 0, np.arange(len(norm) + 1), len(norm))
+        return np.zeros((len(token_ids), 4), np.int64), boxes
+    box_of_char = np.full(len(norm) + 1, -1, np.int64)  # (len + 1,): -1 = nothing drawn
+    box_of_char[boxes[:, 0]] = np.arange(len(boxes))
+    box_of_char[-1] = len(boxes) - 1
+    # each undrawn character takes the next drawn one (the sentinel at the end: the last box)
+    nxt = np.where(box_of_char >= 0, np.arange(len(norm) + 1), len(norm))
     nxt = np.minimum.accumulate(nxt[::-1])[::-1]  # (len + 1,) index of the next drawn char
-    line_of_char = line_of_char[nxt]
     prefix, starts = "", []
     for piece in pieces:  # where each token starts in the normalised text
         starts.append(len(normalize_text(prefix)))
         prefix += piece
-    return line_of_char[np.minimum(starts, len(norm))]
+    return boxes[box_of_char[nxt[np.minimum(starts, len(norm))]], 1:], boxes  # (n, 4), (m, 5)
+
+
+def token_lines(renderer, tokenizer, token_ids: Sequence[int]) -> np.ndarray:
+    """(n,) the line (0 = top) each token of a page is drawn on (see `token_boxes`); blank
+    lines count."""
+    boxes, all_boxes = _token_and_char_boxes(renderer, tokenizer, token_ids)  # (n, 4), (m, 5)
+    if len(all_boxes) == 0:
+        return np.zeros(len(token_ids), np.int64)
+    height = int(all_boxes[0, 4] - all_boxes[0, 2])  # every box spans its line's height
+    return (boxes[:, 1] - all_boxes[:, 2].min() + height // 2) // height
 
 
 def page_gain(model, engine, pages: Sequence) -> dict[str, dict]:
@@ -101,4 +113,4 @@ def gain_row(real: np.ndarray, blank: np.ndarray) -> dict:
     return {"real_nll": r, "blank_nll": b, "gain_nats": b - r, "tokens": len(real)}
 
 
-__all__ = ["page_gain", "page_token_loss", "page_token_nll", "token_lines"]
+__all__ = ["page_gain", "page_token_loss", "page_token_nll", "token_boxes", "token_lines"]
