@@ -25,6 +25,7 @@ import sys
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
@@ -345,6 +346,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="weight of a loss making the LLM's hidden state say which visual token holds the "
         "next text token (0 = off)",
     )
+    p.add_argument(
+        "--local-vision",
+        action="store_true",
+        help="encode each visual token's cell on its own (no page-wide attention in the ViT)",
+    )
     p.add_argument("--where-layer", type=int, default=2, help="LLM layer (1-based) it reads")
     p.add_argument("--merge-shape", type=int, nargs=2, metavar=("ROWS", "COLS"), default=None)
     p.add_argument("--sparse-ink", action="store_true", help="feed pages as paper 0, ink 1")
@@ -485,7 +491,37 @@ def build_model(args) -> tuple[VIST2Model, object]:
         model = VIST2Model(build_config(args, len(tokenizer)))
     if args.merge_shape:
         reshape_merge(model, *args.merge_shape)
+    if args.local_vision:
+        model.vision_model = CellEncoder(model.config, args.patch_size * args.merge)
     return model.train(), tokenizer
+
+
+class CellEncoder(torch.nn.Module):
+    """--local-vision: the ViT sees one visual token's cell (merge x merge patches) at a time,
+    so a visual token holds only what is drawn in its own cell: no page-wide summary to read
+    the first word from, so the LLM must attend to the cell that holds what it writes next."""
+
+    def __init__(self, config: VIST2Config, cell: int) -> None:
+        super().__init__()
+        from transformers import SiglipVisionConfig, SiglipVisionModel
+
+        self.cell = cell
+        vision = config.vision_config.to_dict() | {"image_size": cell}
+        self.inner = SiglipVisionModel(SiglipVisionConfig(**vision))
+
+    def forward(self, pixel_values: torch.Tensor):
+        """(N, C, H, W) -> an output whose last_hidden_state is (N, P, D) in page patch order."""
+        n, c, h, w = pixel_values.shape
+        k, p = self.cell, self.inner.config.patch_size
+        rows, cols = h // k, w // k
+        cells = pixel_values.reshape(n, c, rows, k, cols, k).permute(0, 2, 4, 1, 3, 5)
+        feats = self.inner(pixel_values=cells.reshape(n * rows * cols, c, k, k)).last_hidden_state
+        m = k // p  # patches per cell side
+        d = feats.shape[-1]
+        feats = feats.reshape(n, rows, cols, m, m, d).permute(
+            0, 1, 3, 2, 4, 5
+        )  # [N, R, m, C, m, D]
+        return SimpleNamespace(last_hidden_state=feats.reshape(n, rows * m * cols * m, d))
 
 
 def held_out_batches(source: TextSource, renderer: PageRenderer, tokenizer, args, beta: int):
