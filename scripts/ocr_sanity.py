@@ -347,6 +347,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "next text token (0 = off)",
     )
     p.add_argument(
+        "--attention",
+        action="store_true",
+        help="after training, report where the LLM's text positions attend on the page",
+    )
+    p.add_argument(
         "--local-vision",
         action="store_true",
         help="encode each visual token's cell on its own (no page-wide attention in the ViT)",
@@ -471,6 +476,8 @@ def run(args: argparse.Namespace) -> list[dict]:
             break
     if args.eval_tokens:
         gap_by_length(model, tokenizer, renderer, args, beta)
+    if args.attention:
+        attention_report(model, eval_batches[0], renderer, tokenizer, args)
     if args.save:
         save_model(model, tokenizer, args.save)
         print(f"saved the model to {args.save}")
@@ -608,6 +615,55 @@ class RegionLoss:
         return -(target * logp).sum(-1)[has_text].mean()
 
 
+def token_cells(batch: dict, renderer, tokenizer, cell: tuple[int, int], cols: int) -> torch.Tensor:
+    """(labelled tokens,) for each labelled token, the visual token (cells of `cell` = (height,
+    width) px, `cols` to a row) whose region holds its first drawn character."""
+    cells = []
+    for row in batch["labels"]:
+        box = token_boxes(renderer, tokenizer, row[row != IGNORE_INDEX].tolist())  # (n, 4)
+        cy, cx = (box[:, 1] + box[:, 3]) // 2, (box[:, 0] + box[:, 2]) // 2
+        cells.append(torch.from_numpy(cy // cell[0] * cols + cx // cell[1]))
+    return torch.cat(cells)
+
+
+@torch.no_grad()
+def attention_report(model: VIST2Model, batch: dict, renderer, tokenizer, args) -> None:
+    """--attention: per LLM layer and head, at the positions that predict text tokens 2, 3, ...:
+    the attention share on the visual slots, and on the one cell that holds the token being
+    predicted (a model that follows the text puts most of the first on the second)."""
+    mh, mw = args.merge_shape or (args.merge, args.merge)
+    cell = (args.patch_size * mh, args.patch_size * mw)
+    cells = token_cells(batch, renderer, tokenizer, cell, args.page_size // cell[1])
+    beta = model.config.visual_tokens_per_page
+    labelled = batch["labels"] != IGNORE_INDEX  # (B, L)
+    index = torch.cat([torch.arange(int(r.sum())) for r in labelled])  # (tokens,)
+    weights: list[torch.Tensor] = []
+    layers = model.language_model.get_decoder().layers
+    before = model.language_model.config._attn_implementation
+    model.language_model.set_attn_implementation("eager")  # the only backend that returns weights
+    hooks = [
+        la.self_attn.register_forward_hook(lambda _m, _i, o: weights.append(o[1])) for la in layers
+    ]
+    try:
+        model.eval()
+        forward(model, batch, grad=False)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.language_model.set_attn_implementation(before)
+        model.train()
+    later = index >= 2
+    print("attention at positions predicting text token 2+: on visual slots / on the right cell")
+    for li, w in enumerate(weights):  # w: (B, H, L, L)
+        q = w.float().permute(0, 2, 1, 3)[labelled][later]  # (tokens, H, L)
+        on_cell = q[..., :beta].gather(-1, cells[later][:, None, None].expand(-1, q.shape[1], 1))
+        heads = [
+            f"{q[:, h, :beta].sum(-1).mean():.2f} / {on_cell[:, h, 0].mean():.2f}"
+            for h in range(q.shape[1])
+        ]
+        print(f"  layer {li + 1}: " + " | ".join(heads))
+
+
 class WhereLoss:
     """--where-weight: from the LLM's hidden state after layer --where-layer, at each position
     that predicts a text token, a linear head predicts which visual token's page region that
@@ -625,13 +681,7 @@ class WhereLoss:
 
     def targets(self, batch: dict) -> torch.Tensor:
         """(labelled tokens,) the visual token whose region holds each labelled token."""
-        cells = []
-        for row in batch["labels"]:
-            ids = row[row != IGNORE_INDEX].tolist()
-            box = token_boxes(self.renderer, self.tokenizer, ids)  # (n, 4)
-            cy, cx = (box[:, 1] + box[:, 3]) // 2, (box[:, 0] + box[:, 2]) // 2
-            cells.append(torch.from_numpy(cy // self.cell[0] * self.cols + cx // self.cell[1]))
-        return torch.cat(cells)
+        return token_cells(batch, self.renderer, self.tokenizer, self.cell, self.cols)
 
     @contextmanager
     def capture(self):
