@@ -308,26 +308,8 @@ def with_geometry(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--preset-geometry",
-        choices=["trivial", "small"],
-        default="trivial",
-        help="trivial: 96 px page, 24 px font, 6 digits, patch 16, no merge; small: the "
-        "shipped small preset's page (128 px, 12 px font, patch 8, 4x4 merge, "
-        "K=64, beta=16); explicit flags below override",
-    )
-    p.add_argument("--text", choices=["digits", "words"], default=None)
-    p.add_argument("--tokens", type=int, default=None, help="text tokens per page")
-    p.add_argument(
-        "--tokens-from",
-        type=int,
-        default=0,
-        help="curriculum: training pages hold this many tokens at step 1, growing linearly to "
-        "--tokens by --ramp-steps (eval pages always hold --tokens); 0 = no curriculum",
-    )
-    p.add_argument("--ramp-steps", type=int, default=0)
+def add_variant_args(p: argparse.ArgumentParser) -> None:
+    """The experiment variants: anti-collapse, auxiliary losses, merge shape, encoder scope."""
     p.add_argument(
         "--variance-weight",
         type=float,
@@ -359,6 +341,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--where-layer", type=int, default=2, help="LLM layer (1-based) it reads")
     p.add_argument("--merge-shape", type=int, nargs=2, metavar=("ROWS", "COLS"), default=None)
     p.add_argument("--sparse-ink", action="store_true", help="feed pages as paper 0, ink 1")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The corpus, the page and the model sizes (unset geometry comes from --preset-geometry)."""
     p.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     p.add_argument("--page-size", type=int, default=None)
     p.add_argument("--font-size", type=int, default=None)
@@ -371,6 +357,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--text-layers", type=int, default=2)
     p.add_argument("--vision-hidden", type=int, default=64)
     p.add_argument("--vision-layers", type=int, default=2)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--preset-geometry",
+        choices=["trivial", "small"],
+        default="trivial",
+        help="trivial: 96 px page, 24 px font, 6 digits, patch 16, no merge; small: the "
+        "shipped small preset's page (128 px, 12 px font, patch 8, 4x4 merge, "
+        "K=64, beta=16); explicit flags below override",
+    )
+    p.add_argument("--text", choices=["digits", "words"], default=None)
+    p.add_argument("--tokens", type=int, default=None, help="text tokens per page")
+    p.add_argument(
+        "--tokens-from",
+        type=int,
+        default=0,
+        help="curriculum: training pages hold this many tokens at step 1, growing linearly to "
+        "--tokens by --ramp-steps (eval pages always hold --tokens); 0 = no curriculum",
+    )
+    p.add_argument("--ramp-steps", type=int, default=0)
+    add_variant_args(p)
+    add_model_args(p)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
