@@ -48,6 +48,13 @@ def tiny_config(**overrides) -> VIST2Config:
     return VIST2Config(**kwargs)
 
 
+def windowed_config(**overrides) -> VIST2Config:
+    """`tiny_config` with a windowed encoder: the ViT sees each 32 px window (one visual token)
+    on its own."""
+    base = tiny_config().to_dict()["vision_config"] | {"image_size": 32}
+    return tiny_config(vision_window=32, vision_config=base, **overrides)
+
+
 @pytest.fixture
 def tiny_model():
     from vist2.model import VIST2Model

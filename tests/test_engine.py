@@ -2,12 +2,14 @@
 
 import pytest
 import torch
+from conftest import windowed_config
 from transformers import GenerationConfig as HFGenerationConfig
 
 from vist2.chunker import Chunk, decode_pieces
 from vist2.engine import Engine, GenerationConfig
 from vist2.errors import ConfigError, Vist2Error
 from vist2.layout import ChunkSegment, TextSegment, build_layout, collate_layouts
+from vist2.model import VIST2Model
 from vist2.render import pages_to_tensor
 
 K, BETA = 8, 4
@@ -55,6 +57,15 @@ def test_global_generation_matches_one_forward_of_the_training_layout(engine, ch
     result = engine.generate(PROMPT, config, return_logits=True)
     assert len(result.token_ids) == 3 * K + 5
     assert result.stats.pages >= 3 + 1  # prompt pages + three output pages
+    expected = reference_logits(engine, PROMPT, result.token_ids, config, compress_output=True)
+    torch.testing.assert_close(result.logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_windowed_encoder_keeps_the_exactness_contract(tiny_tokenizer):
+    torch.manual_seed(0)
+    engine = Engine(VIST2Model(windowed_config()).eval(), tiny_tokenizer)
+    config = GenerationConfig(policy="global", max_new_tokens=2 * K + 3, stop_on_eos=False)
+    result = engine.generate(PROMPT, config, return_logits=True)
     expected = reference_logits(engine, PROMPT, result.token_ids, config, compress_output=True)
     torch.testing.assert_close(result.logits, expected, atol=1e-4, rtol=1e-4)
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import tiny_config, windowed_config
 from transformers import AutoModelForCausalLM, SiglipVisionModel
 
 from vist2.chunker import Chunk
@@ -154,6 +154,48 @@ def test_siglip2_naflex_encoder_and_mlp_aligner():
     assert torch.isfinite(run(model, STAGES["ocr"]).loss)
 
 
+def test_a_windowed_encoder_reads_each_window_on_its_own():
+    torch.manual_seed(0)
+    model = VIST2Model(windowed_config()).eval()
+    pages = torch.rand(2, 64, 64) * 2 - 1
+    with torch.no_grad():
+        tokens = model.encode_pages(pages)  # [2, β=4, D]
+        # oracle: encode every 32 px window alone, lay its 2x2 patch features back where they sit
+        # on the page's 4x4 patch grid, then the aligner (2x2 merge -> one token per window)
+        grid = torch.empty(2, 4, 4, model.config.vision_config.hidden_size)
+        for r in range(2):
+            for c in range(2):
+                window = pages[:, None, 32 * r : 32 * r + 32, 32 * c : 32 * c + 32].expand(
+                    2, 3, 32, 32
+                )
+                feats = model.vision_model(pixel_values=window).last_hidden_state  # [2, 4, D]
+                grid[:, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2] = feats.reshape(2, 2, 2, -1)
+        expected = model.aligner(grid.reshape(2, 16, -1))
+        torch.testing.assert_close(tokens, expected)
+        # a visual token changes only when its own window does
+        changed = pages.clone()
+        changed[:, 32:, :32] = -changed[:, 32:, :32]  # window (1, 0) = visual token 2
+        moved = (model.encode_pages(changed) - tokens).abs().amax(dim=(0, 2))
+    assert moved[2] > 1e-3 and moved[[0, 1, 3]].max() == 0
+
+
+def test_a_windowed_model_trains_and_round_trips(tiny_tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = VIST2Model(windowed_config())
+    out = run(model, STAGES["ocr"])
+    out.loss.backward()
+    assert any(p.grad is not None for p in model.vision_model.parameters())
+    model.eval()
+    pages = torch.rand(8, 64, 64) * 2 - 1
+    expected = run(model, STAGES["sft"], pages, return_logits=True)
+    save_model(model, tiny_tokenizer, tmp_path)
+    loaded, _ = load_model(tmp_path)
+    assert loaded.config.vision_window == 32
+    torch.testing.assert_close(
+        run(loaded, STAGES["sft"], pages, return_logits=True).logits, expected.logits
+    )
+
+
 def test_eager_attention_gets_the_same_mask_as_sdpa(tiny_model):
     pages = torch.rand(8, 64, 64) * 2 - 1
     sdpa = run(tiny_model, STAGES["olm"], pages, return_logits=True)
@@ -190,6 +232,21 @@ def test_visual_slot_count_mismatch_is_a_clear_error(tiny_model):
 def test_config_errors_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=f"VIST2Config.{field}"):
         tiny_config(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("window", "image_size", "message"),
+    [
+        (16, 16, "multiple of vision_config.patch_size x merge_size"),
+        (-32, 32, "0 \\(whole page\\) or a positive integer"),
+        (32, 64, "vision_window \\(32\\) must equal vision_config.image_size"),
+        (0, 32, "render page \\(64 x 64\\) must equal vision_config.image_size"),
+    ],
+)
+def test_vision_window_errors_name_the_field(window, image_size, message):
+    vision = tiny_config().to_dict()["vision_config"] | {"image_size": image_size}
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(vision_window=window, vision_config=vision)
 
 
 def test_config_round_trip(tmp_path):

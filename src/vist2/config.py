@@ -33,6 +33,13 @@ class VIST2Config(PreTrainedConfig):
         merge_size: pixel-shuffle merge of merge_size × merge_size patches into one token before the
             aligner (1 = none). A 2×2 merge keeps β at 4× the patch count, for legible larger pages.
         render: page settings, the fields of `vist2.render.RenderConfig`.
+        vision_window: 0 (default) = the vision encoder sees the whole page at once; w > 0 = it
+            sees the page in w × w pixel windows, one at a time (w a multiple of patch_size ×
+            merge_size, so each window makes whole visual tokens), and a visual token then holds
+            only what is drawn in its window. With page-wide attention a small encoder can copy
+            the page's first word into every token and the LLM learns to read that summary
+            instead of the page (docs/model/vist2-small.md); windows take that shortcut away.
+            A SigLIP encoder's `image_size` is then the window, not the page.
     """
 
     model_type = "vist2"
@@ -57,6 +64,7 @@ class VIST2Config(PreTrainedConfig):
     aligner: str = "tanh"
     merge_size: int = 1
     render: dict | None = None
+    vision_window: int = 0
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -146,19 +154,48 @@ class VIST2Config(PreTrainedConfig):
                 f"VIST2Config.visual_tokens_per_page ({beta}) does not match the page: "
                 f"{rows} x {cols} patches / merge {self.merge_size}² = {tokens} tokens"
             )
-        if vision_type == "siglip_vision_model":
-            size = self.vision_config.image_size
-            if self.render["page_width"] != size or self.render["page_height"] != size:
+        self._check_encoder_input()
+
+    def _check_encoder_input(self) -> None:
+        """The encoder's input (the page, or one window of it) must fit the vision config."""
+        window = self.vision_window
+        width, height = self.render["page_width"], self.render["page_height"]
+        if not isinstance(window, int) or window < 0:
+            raise ConfigError(
+                f"VIST2Config.vision_window must be 0 (whole page) or a positive integer, "
+                f"got {window!r}"
+            )
+        if window:
+            cell = self.vision_config.patch_size * self.merge_size
+            if window % cell:
                 raise ConfigError(
-                    f"VIST2Config.render page ({self.render['page_width']} x "
-                    f"{self.render['page_height']}) must equal vision_config.image_size ({size}) "
+                    f"VIST2Config.vision_window ({window}) must be a multiple of "
+                    f"vision_config.patch_size x merge_size ({cell}), so that each window makes "
+                    "whole visual tokens"
+                )
+            if width % window or height % window:
+                raise ConfigError(
+                    f"VIST2Config.vision_window ({window}) must divide the page "
+                    f"({width} x {height})"
+                )
+        seen_w, seen_h = (window, window) if window else (width, height)
+        what = f"vision_window ({window})" if window else f"render page ({width} x {height})"
+        if self.vision_config.model_type == "siglip_vision_model":
+            size = self.vision_config.image_size
+            if seen_w != size or seen_h != size:
+                raise ConfigError(
+                    f"VIST2Config.{what} must equal vision_config.image_size ({size}) "
                     "for a SigLIP encoder (fixed position embeddings)"
                 )
-        elif rows * cols > self.vision_config.num_patches:
-            raise ConfigError(
-                f"VIST2Config.render page has {rows * cols} patches, more than "
-                f"vision_config.num_patches ({self.vision_config.num_patches})"
+        else:
+            patches = (seen_w // self.vision_config.patch_size) * (
+                seen_h // self.vision_config.patch_size
             )
+            if patches > self.vision_config.num_patches:
+                raise ConfigError(
+                    f"VIST2Config.{what} has {patches} patches, more than "
+                    f"vision_config.num_patches ({self.vision_config.num_patches})"
+                )
 
 
 __all__ = ["VIST2Config"]

@@ -4,7 +4,8 @@ Notable:
 - Sub-models are Hugging Face classes built from their configs (`AutoModel.from_config`), so a
   real Qwen3 / SigLIP2 checkpoint drops in: `VIST2Model.from_parts(llm_dir, vision_dir, ...)`.
 - Pages enter as grayscale tensors (N, H, W) in [-1, 1] and are repeated to the encoder's
-  channels, so an RGB-pretrained SigLIP reads them unchanged.
+  channels, so an RGB-pretrained SigLIP reads them unchanged. With `config.vision_window` the
+  encoder sees each page as w × w windows, one at a time (`cut_windows` / `join_windows`).
 - Visual tokens are spliced into the LLM's input embeddings at the slots the layout marks; a count
   mismatch raises a clear `ValueError` instead of a shape error deep in torch.
 - The loss runs the LM head only on labelled slots, and by default one checkpointed chunk of them
@@ -117,10 +118,17 @@ class VIST2Model(PreTrainedModel):
         pixels = pages.to(dtype)[:, None].expand(
             n, vcfg.num_channels, height, width
         )  # [N, C, H, W]
+        window = self.config.vision_window
+        if window:
+            pixels = cut_windows(pixels, window)  # [N·n_windows, C, w, w]
         if vcfg.model_type == "siglip2_vision_model":
             feats = self._encode_naflex(pixels)
         else:
-            feats = self.vision_model(pixel_values=pixels).last_hidden_state  # [N, P, D_vision]
+            feats = self.vision_model(pixel_values=pixels).last_hidden_state  # [N', P', D_vision]
+        if window:
+            feats = join_windows(
+                feats, n, height // window, width // window, window // vcfg.patch_size
+            )  # [N, P, D_vision] in page patch order
         return self.aligner(feats)  # [N, β, D_text]
 
     def _encode_naflex(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -242,6 +250,26 @@ class VIST2Model(PreTrainedModel):
 
 
 __all__ = ["VIST2Model", "VIST2Output"]
+
+
+def cut_windows(pixels: torch.Tensor, window: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N·(H/w)·(W/w), C, w, w): each page's windows, row by row."""
+    n, c, height, width = pixels.shape
+    rows, cols = height // window, width // window
+    tiles = pixels.reshape(n, c, rows, window, cols, window).permute(
+        0, 2, 4, 1, 3, 5
+    )  # [N, R, Cw, C, w, w]
+    return tiles.reshape(n * rows * cols, c, window, window)
+
+
+def join_windows(feats: torch.Tensor, pages: int, rows: int, cols: int, side: int) -> torch.Tensor:
+    """(N·R·Cw, side², D) window patch features -> (N, P, D) in whole-page patch order
+    (row-major over the page's patch grid), which is what the aligner's merge expects."""
+    d = feats.shape[-1]
+    grid = feats.reshape(pages, rows, cols, side, side, d).permute(
+        0, 1, 3, 2, 4, 5
+    )  # [N, R, side, Cw, side, D]
+    return grid.reshape(pages, rows * side * cols * side, d)
 
 
 def _drop_pooling_head(model: VIST2Model) -> None:

@@ -168,6 +168,14 @@ PRESETS["small"] = {
     "render": {"page_width": 128, "page_height": 128, "font_size": 12, "min_font_size": 7},
 }
 
+# vist2-small's shape with a windowed encoder: the ViT sees each 32 px cell (one visual token) on
+# its own, so no visual token can carry a page-wide summary (VIST2Config.vision_window).
+PRESETS["small-windowed"] = {
+    **copy.deepcopy(PRESETS["small"]),
+    "vision_window": 32,
+}
+PRESETS["small-windowed"]["vision_config"]["image_size"] = 32
+
 # The legible variant of the paper's shape (DESIGN.md): a 512 px page read at patch 16 and merged
 # 2x2 keeps β = 256 at r = 4, with glyphs of 8-10 px instead of 3-5 px. SigLIP's position
 # embeddings are then for 512 px (interpolate a 256 px checkpoint's, or train them).
