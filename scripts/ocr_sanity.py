@@ -25,10 +25,10 @@ import sys
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
+from windowed_from import windowed_from
 
 from vist2.config import VIST2Config
 from vist2.eval.page_loss import token_boxes, token_lines
@@ -195,7 +195,7 @@ def build_config(args, vocab: int) -> VIST2Config:
             "intermediate_size": 2 * args.vision_hidden,
             "num_hidden_layers": args.vision_layers,
             "num_attention_heads": 2,
-            "image_size": args.page_size,
+            "image_size": args.patch_size * args.merge if args.local_vision else args.page_size,
             "patch_size": args.patch_size,
             "vision_use_head": False,
         },
@@ -204,6 +204,7 @@ def build_config(args, vocab: int) -> VIST2Config:
         compression_ratio=4.0,
         aligner=args.aligner,
         merge_size=args.merge,
+        vision_window=args.patch_size * args.merge if args.local_vision else 0,
         render={
             "page_width": args.page_size,
             "page_height": args.page_size,
@@ -336,7 +337,8 @@ def add_variant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--local-vision",
         action="store_true",
-        help="encode each visual token's cell on its own (no page-wide attention in the ViT)",
+        help="encode each visual token's cell on its own (VIST2Config.vision_window; no "
+        "page-wide attention in the ViT); with --init, the loaded model's weights are kept",
     )
     p.add_argument("--where-layer", type=int, default=2, help="LLM layer (1-based) it reads")
     p.add_argument("--merge-shape", type=int, nargs=2, metavar=("ROWS", "COLS"), default=None)
@@ -508,37 +510,9 @@ def build_model(args) -> tuple[VIST2Model, object]:
         model = VIST2Model(build_config(args, len(tokenizer)))
     if args.merge_shape:
         reshape_merge(model, *args.merge_shape)
-    if args.local_vision:
-        model.vision_model = CellEncoder(model.config, args.patch_size * args.merge)
+    if args.local_vision and not model.config.vision_window:
+        model = windowed_from(model, args.patch_size * args.merge)
     return model.train(), tokenizer
-
-
-class CellEncoder(torch.nn.Module):
-    """--local-vision: the ViT sees one visual token's cell (merge x merge patches) at a time,
-    so a visual token holds only what is drawn in its own cell: no page-wide summary to read
-    the first word from, so the LLM must attend to the cell that holds what it writes next."""
-
-    def __init__(self, config: VIST2Config, cell: int) -> None:
-        super().__init__()
-        from transformers import SiglipVisionConfig, SiglipVisionModel
-
-        self.cell = cell
-        vision = config.vision_config.to_dict() | {"image_size": cell}
-        self.inner = SiglipVisionModel(SiglipVisionConfig(**vision))
-
-    def forward(self, pixel_values: torch.Tensor):
-        """(N, C, H, W) -> an output whose last_hidden_state is (N, P, D) in page patch order."""
-        n, c, h, w = pixel_values.shape
-        k, p = self.cell, self.inner.config.patch_size
-        rows, cols = h // k, w // k
-        cells = pixel_values.reshape(n, c, rows, k, cols, k).permute(0, 2, 4, 1, 3, 5)
-        feats = self.inner(pixel_values=cells.reshape(n * rows * cols, c, k, k)).last_hidden_state
-        m = k // p  # patches per cell side
-        d = feats.shape[-1]
-        feats = feats.reshape(n, rows, cols, m, m, d).permute(
-            0, 1, 3, 2, 4, 5
-        )  # [N, R, m, C, m, D]
-        return SimpleNamespace(last_hidden_state=feats.reshape(n, rows * m * cols * m, d))
 
 
 def held_out_batches(source: TextSource, renderer: PageRenderer, tokenizer, args, beta: int):
