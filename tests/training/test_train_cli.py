@@ -76,6 +76,41 @@ def test_train_then_plot_through_the_cli(tmp_path, capsys):
     assert "vist2: error:" in capsys.readouterr().err
 
 
+def test_text_baseline_stage_trains_the_llm_only(tmp_path):
+    model_dir = make_model_dir(tmp_path / "model")
+    before = VIST2Model.from_pretrained(model_dir)
+    config = tmp_path / "tiny.json"
+    config.write_text(
+        json.dumps({"max_length": 64, "batch_size": 2, "micro_batch_size": 2, "save_every": 100})
+    )
+    argv = [
+        "train",
+        "--stage",
+        "text",
+        "--model",
+        str(model_dir),
+        "--recipe",
+        "tiny",
+        "--data",
+        str(write_corpus(tmp_path / "corpus")),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        str(config),
+        "--max-steps",
+        "2",
+    ]
+    assert main(argv) == 0
+    after = VIST2Model.from_pretrained(tmp_path / "run" / "model")
+    for name in ("vision_model", "aligner", "language_model"):
+        old, new = getattr(before, name).state_dict(), getattr(after, name).state_dict()
+        changed = any(not torch.equal(old[k], new[k]) for k in old)
+        assert changed == (name == "language_model"), name
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["loss"] for line in metrics]
+    assert len(losses) == 2 and all(0 < x < 20 for x in losses)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

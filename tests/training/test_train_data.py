@@ -24,6 +24,7 @@ from vist2.training.datasets import (
     OLMDataset,
     SampleRange,
     SFTDataset,
+    TextDataset,
     build_dataset,
     collate_examples,
     olm_tokens_for_length,
@@ -152,6 +153,27 @@ def test_olm_example_fills_max_length(tmp_path, model_config, tiny_tokenizer):
     n_text = int((~ex.layout.visual).sum())
     assert n_text == tokens and ex.pages.shape[0] == (tokens + K - 1) // K - 1
     assert int((ex.layout.labels != IGNORE_INDEX).sum()) == tokens - 1  # every token but the first
+
+
+def test_text_baseline_example_is_plain_text_with_loss_on_every_token(
+    tmp_path, model_config, tiny_tokenizer
+):
+    cfg = tiny_train_config("olm").with_overrides({"stage": "text"})
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
+    ds = TextDataset(docs, model_config, tiny_tokenizer, cfg)
+    ex = ds[0]
+    ids = ex.layout.input_ids.tolist()
+    assert 0.8 * cfg.max_length < len(ids) <= cfg.max_length and not ex.layout.visual.any()
+    assert ex.pages.shape == (0, 64, 64)
+    labels = ex.layout.labels
+    assert labels[labels != IGNORE_INDEX].tolist() == ids[1:]  # every token but the first
+    assert ex.layout.position_ids.tolist() == list(range(len(ids)))  # plain causal positions
+    assert isinstance(
+        build_dataset(
+            "text", str(tmp_path / "corpus"), model_config, tiny_tokenizer, cfg, ProblemLog(10)
+        ),
+        TextDataset,
+    )
 
 
 def test_olm_tokens_for_length():

@@ -1,6 +1,6 @@
 """`vist2 train`, `vist2 plot`, `vist2 loss-memory`: register them on the main CLI with `add_commands(subparsers)`.
 
-    vist2 train --stage caption|ocr|olm|sft --model DIR --data PATH --out RUN_DIR
+    vist2 train --stage caption|ocr|olm|sft|text --model DIR --data PATH --out RUN_DIR
                 [--recipe paper|tiny] [--config FILE.json] [--max-steps N] [--resume] [--stop-after STEP]
     vist2 plot RUN_DIR [RUN_DIR ...] [--out PNG]
     vist2 loss-memory [--preset NAME] [--slots 8192] ...   (vist2.training.memory)
@@ -57,7 +57,8 @@ def add_commands(subparsers) -> None:
     from vist2.training.config import RECIPES, STAGES
 
     p = subparsers.add_parser(
-        "train", help="train one stage (caption, ocr, olm, sft) of a vist2 model"
+        "train",
+        help="train one stage (caption, ocr, olm, sft) of a vist2 model, or its text-only baseline (text)",
     )
     p.add_argument("--stage", required=True, choices=STAGES, help="which stage to train")
     p.add_argument(

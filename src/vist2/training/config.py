@@ -26,7 +26,7 @@ from typing import Any
 from vist2.errors import ConfigError
 from vist2.loss import LOSS_IMPLS
 
-STAGES = ("caption", "ocr", "olm", "sft")
+STAGES = ("caption", "ocr", "olm", "sft", "text")
 MODULES = ("vision_model", "aligner", "language_model")
 MIXED_PRECISION = ("auto", "no", "bf16")
 ATTENTION = ("auto", "dense", "flex")
@@ -83,7 +83,8 @@ class TrainConfig:
     """Everything that defines one training run of one stage."""
 
     stage: str
-    """Which stage: caption, ocr, olm or sft (decides the data and the sequence layout)."""
+    """Which stage: caption, ocr, olm or sft (decides the data and the sequence layout), or text:
+    not a VIST2 stage but its baseline, the LLM alone as a plain causal LM on the same spans."""
     learning_rates: dict[str, float]
     """Peak learning rate per module: vision_model, aligner, language_model. 0 = frozen."""
     max_length: int
@@ -364,13 +365,14 @@ def _paper(stage: str) -> TrainConfig:
         "ocr": ("vision_model", "aligner"),
         "olm": ("language_model",),
         "sft": ("language_model",),
+        "text": ("language_model",),
     }[stage]
     return TrainConfig(
         stage=stage,
         learning_rates={m: (lr if m in trained else 0.0) for m in MODULES},
-        max_length={"caption": 1024, "ocr": 4096, "olm": 8192, "sft": 8192}[stage],
-        batch_size={"caption": 96, "ocr": 64, "olm": 64, "sft": 64}[stage],
-        micro_batch_size={"caption": 8, "ocr": 2, "olm": 1, "sft": 1}[stage],
+        max_length={"caption": 1024, "ocr": 4096, "olm": 8192, "sft": 8192, "text": 8192}[stage],
+        batch_size={"caption": 96, "ocr": 64, "olm": 64, "sft": 64, "text": 64}[stage],
+        micro_batch_size={"caption": 8, "ocr": 2, "olm": 1, "sft": 1, "text": 1}[stage],
     )
 
 
@@ -384,14 +386,14 @@ def _tiny(stage: str) -> TrainConfig:
     (configs/train/tiny-unfreeze-llm.json).
     """
     base = _paper(stage)
-    lr = {"caption": 5e-3, "ocr": 2e-3, "olm": 3e-3, "sft": 1e-3}[stage]
+    lr = {"caption": 5e-3, "ocr": 2e-3, "olm": 3e-3, "sft": 1e-3, "text": 3e-3}[stage]
     return base.with_overrides(
         {
             "learning_rates": {m: (lr if base.learning_rates[m] > 0 else 0.0) for m in MODULES},
-            "max_length": {"caption": 64, "ocr": 512, "olm": 256, "sft": 512}[stage],
+            "max_length": {"caption": 64, "ocr": 512, "olm": 256, "sft": 512, "text": 256}[stage],
             "batch_size": 8,
             "micro_batch_size": 8,
-            "max_steps": {"caption": 300, "ocr": 300, "olm": 300, "sft": 200}[stage],
+            "max_steps": {"caption": 300, "ocr": 300, "olm": 300, "sft": 200, "text": 300}[stage],
             "warmup_fraction": 0.05,
             "min_lr_ratio": 0.1,
             "num_workers": 1,

@@ -17,7 +17,8 @@ the sample takes the next unit instead and carries a `DataProblem` that the trai
 
 Stage layouts (DESIGN.md): caption [image page, caption + EOS]; OCR [v1, c1, v2, c2, ...] with
 the curriculum's page count; OLM [c1, v1, ..., cn] on a span of as many tokens as fit max_length;
-SFT [template, query pages (+ raw tail), template, response chunks, EOS], loss on the response.
+SFT [template, query pages (+ raw tail), template, response chunks, EOS], loss on the response;
+the text-only baseline (stage "text") [span as raw text], loss on every token, no pages.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from vist2.chunker import decode_pieces, split_into_chunks
 from vist2.errors import Vist2Error
 from vist2.layout import (
     SequenceLayout,
+    TextSegment,
     build_layout,
     caption_layout,
     collate_layouts,
@@ -310,6 +312,23 @@ class OLMDataset(_SpanDataset):
         return Example(build_layout(olm_layout(chunks), self.beta), pages)
 
 
+class TextDataset(_SpanDataset):
+    """The text-only baseline (`--stage text`): the OLM stage's spans as plain text, loss on every
+    token, no pages: the LLM trained the way a text-only model of the same compute would be."""
+
+    stage = "text"
+
+    def __init__(self, docs: list[Document], model_config, tokenizer, config: TrainConfig) -> None:
+        super().__init__(docs, config.max_length, model_config, tokenizer, config)
+
+    def make_example(self, sample: int, unit: int) -> Example:
+        ids, source, line = self.span_ids(unit)
+        if len(ids) < 2:
+            raise SkipRecord(DataProblem(source, line, "too little text for a training sequence"))
+        layout = build_layout([TextSegment(tuple(ids), train=True)], self.beta)
+        return Example(layout, torch.zeros(0, *self.page_size))
+
+
 class OCRDataset(_SpanDataset):
     """Stage 2: [v1, c1, v2, c2, ...]: read consecutive page-sized spans, page count from the
     curriculum (capped by what fits max_length)."""
@@ -466,7 +485,8 @@ def build_dataset(
     if stage == "sft":
         return SFTDataset(read_chats(data, problems), model_config, tokenizer, config)
     docs = read_documents(data, problems)
-    return (OCRDataset if stage == "ocr" else OLMDataset)(docs, model_config, tokenizer, config)
+    dataset = {"ocr": OCRDataset, "olm": OLMDataset, "text": TextDataset}[stage]
+    return dataset(docs, model_config, tokenizer, config)
 
 
 def collate_examples(examples: Sequence[Example], pad_id: int, dense_mask: bool = True) -> dict:
@@ -488,6 +508,7 @@ __all__ = [
     "SFTDataset",
     "SampleRange",
     "StageDataset",
+    "TextDataset",
     "build_dataset",
     "collate_examples",
     "olm_tokens_for_length",
