@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from windowed_from import windowed_from
 
 from vist2.config import VIST2Config
 from vist2.eval.page_loss import token_boxes, token_lines
@@ -511,6 +510,9 @@ def build_model(args) -> tuple[VIST2Model, object]:
     if args.merge_shape:
         reshape_merge(model, *args.merge_shape)
     if args.local_vision and not model.config.vision_window:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, when imported
+        from windowed_from import windowed_from
+
         model = windowed_from(model, args.patch_size * args.merge)
     return model.train(), tokenizer
 

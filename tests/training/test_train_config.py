@@ -25,6 +25,7 @@ def test_paper_recipes_carry_table8_defaults():
         "ocr": (5e-4, {"vision_model", "aligner"}, 4096, 64),
         "olm": (5e-4, {"language_model"}, 8192, 64),
         "sft": (1e-5, {"language_model"}, 8192, 64),
+        "text": (5e-4, {"language_model"}, 8192, 64),  # the baseline: stage 3's settings
     }
     for stage in STAGES:
         cfg = recipe(stage)
