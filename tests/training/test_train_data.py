@@ -17,6 +17,7 @@ from train_helpers import (
     write_corpus,
 )
 
+from vist2.errors import Vist2Error
 from vist2.layout import IGNORE_INDEX
 from vist2.training.datasets import (
     CaptionDataset,
@@ -153,6 +154,37 @@ def test_olm_example_fills_max_length(tmp_path, model_config, tiny_tokenizer):
     n_text = int((~ex.layout.visual).sum())
     assert n_text == tokens and ex.pages.shape[0] == (tokens + K - 1) // K - 1
     assert int((ex.layout.labels != IGNORE_INDEX).sum()) == tokens - 1  # every token but the first
+
+
+def test_olm_ocr_fraction_mixes_in_read_backs_of_the_first_chunk(
+    tmp_path, model_config, tiny_tokenizer
+):
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
+
+    def examples(fraction):
+        cfg = tiny_train_config("olm", olm_ocr_fraction=fraction)
+        return OLMDataset(docs, model_config, tiny_tokenizer, cfg), [
+            OLMDataset(docs, model_config, tiny_tokenizer, cfg)[s] for s in range(40)
+        ]
+
+    plain_ds, plain = examples(0.0)
+    _, every = examples(1.0)
+    _, half = examples(0.5)
+    for s, (olm, read) in enumerate(zip(plain, every, strict=True)):
+        # a read-back: one page, then exactly the tokens of the OLM sequence's first chunk
+        assert read.pages.shape[0] == 1 and read.layout.num_pages == 1
+        assert bool(read.layout.visual[:BETA].all()) and not read.layout.visual[BETA:].any()
+        first_chunk = olm.layout.input_ids[~olm.layout.visual][:K]
+        assert torch.equal(read.layout.input_ids[BETA:], first_chunk)
+        assert torch.equal(read.pages[0], olm.pages[0])  # the page the OLM sequence shows first
+        labels = read.layout.labels
+        assert labels[labels != IGNORE_INDEX].tolist() == first_chunk.tolist()  # all K read
+        assert olm.layout.num_pages > 1, s
+    is_read = [ex.layout.num_pages == 1 for ex in half]
+    assert 0 < sum(is_read) < len(half)
+    assert is_read == [ex.layout.num_pages == 1 for ex in examples(0.5)[1]]  # keyed by sample
+    with pytest.raises(Vist2Error, match="olm_ocr_fraction"):
+        tiny_train_config("olm", olm_ocr_fraction=1.5)
 
 
 def test_text_baseline_example_is_plain_text_with_loss_on_every_token(

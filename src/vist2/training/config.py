@@ -151,6 +151,10 @@ class TrainConfig:
     ocr_shuffle_fraction: float = 0.0
     """OCR only: fraction of pages whose words (characters, for text without spaces such as
     Chinese) are shuffled before rendering, so they can be read but not guessed from context."""
+    olm_ocr_fraction: float = 0.0
+    """OLM only: fraction of samples that are a stage-2 read-back of one page of the span instead
+    of an OLM sequence, so the LLM keeps reading its pages while it learns to write from them
+    (without it, a weak reader unlearns reading: the pages barely help the OLM loss)."""
     synthetic_size: int = 100_000
     """Caption only: samples in one epoch of the built-in synthetic shapes set."""
 
@@ -258,9 +262,10 @@ class TrainConfig:
             not isinstance(self.cpu_threads, int) or self.cpu_threads < 1
         ):
             fail("cpu_threads", "must be an integer >= 1 or None")
-        value = self.ocr_shuffle_fraction
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            fail("ocr_shuffle_fraction", "must be a number in [0, 1]")
+        for name in ("ocr_shuffle_fraction", "olm_ocr_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                fail(name, "must be a number in [0, 1]")
         for name in ("visual_variance_weight", "visual_variance_target"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from vist2.chat import chat_parts
-from vist2.chunker import decode_pieces, split_into_chunks
+from vist2.chunker import Chunk, decode_pieces, split_into_chunks
 from vist2.errors import Vist2Error
 from vist2.layout import (
     SequenceLayout,
@@ -308,8 +308,23 @@ class OLMDataset(_SpanDataset):
         if len(ids) < 2:
             raise SkipRecord(DataProblem(source, line, "too little text for a training sequence"))
         chunks = split_into_chunks(ids, self.tokenizer, self.chunk_tokens, self.beta)
+        if self.reads_back(sample):
+            return self.read_back_example(chunks[0], source, line)
         pages = self.render([c.text for c in chunks[:-1]], source, line)
         return Example(build_layout(olm_layout(chunks), self.beta), pages)
+
+    def reads_back(self, sample: int) -> bool:
+        """Whether `sample` is a read-back (`TrainConfig.olm_ocr_fraction`), keyed by (seed,
+        sample) so that resuming draws the same."""
+        fraction = self.config.olm_ocr_fraction
+        return (
+            fraction > 0 and random.Random(f"{self.config.seed}-olm-{sample}").random() < fraction
+        )
+
+    def read_back_example(self, chunk: Chunk, source: str, line: int | None) -> Example:
+        """Stage 2's [v1, c1] for the span's first chunk: its page, then its tokens."""
+        page = self.render([chunk.text], source, line)
+        return Example(build_layout(ocr_layout([chunk.token_ids]), self.beta), page)
 
 
 class TextDataset(_SpanDataset):
