@@ -3,7 +3,8 @@ LLM, aligner and encoder weights: the start of the `small-windowed` warm run.
 
 The encoder then sees one w x w window at a time, so its position embeddings shrink from the
 page's patch grid to the window's: each window gets the top-left (w/p) x (w/p) block of the
-page-wide table. Everything else is copied unchanged (same shapes).
+page-wide table. Everything else is copied unchanged (same shapes). The source's training record
+(training.json) goes along, marked `converted`, so a run from the result keeps its history.
 
     python scripts/windowed_from.py vist2-small --window 32 --out /work/runs/sw-warm-init
 """
@@ -11,12 +12,15 @@ page-wide table. Everything else is copied unchanged (same shapes).
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
 
 from vist2.config import VIST2Config
 from vist2.loading import load_model, save_model
 from vist2.model import VIST2Model
+from vist2.training.export import started_from
 
 POSITIONS = "embeddings.position_embedding.weight"
 
@@ -60,6 +64,11 @@ def main() -> None:
     args = p.parse_args()
     source, tokenizer = load_model(args.model)
     save_model(windowed_from(source.float(), args.window), tokenizer, args.out)
+    history = started_from(args.model)  # keeps the training chain unbroken for the model card
+    if history is not None:
+        history["converted"] = f"scripts/windowed_from.py --window {args.window}"
+        text = json.dumps(history, indent=2) + "\n"
+        (Path(args.out) / "training.json").write_text(text, encoding="utf-8")
     print(f"wrote {args.out}: {args.model} with vision_window {args.window}")
 
 
