@@ -10,10 +10,19 @@
 #            (1.45x faster on this CPU: scripts/bench_train_step_dtype.py; stopped early for time, as 2.)
 #   4. OLM   configs/train/small-olm.json    600 steps of stage 3: write from earlier pages (LLM)
 #
+# Then the windowed encoder (VIST2Config.vision_window = 32: the ViT sees each visual token's
+# 32 px cell on its own; docs/model/vist2-small.md, items 10-11), warm-started from run 4:
+#
+#   5. -     scripts/windowed_from.py        run 4's weights in the windowed config
+#   6. OCR   configs/train/small-windowed-ocr.json    4,000 steps, short pages first
+#   7. OCR   configs/train/small-windowed-ocr-2.json  4,000 more steps on full pages
+#   8. OLM   configs/train/small-olm-mix.json         600 steps, a quarter of them read-backs
+#            (olm_ocr_fraction), so the LLM keeps reading while it learns to write from pages
+#
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground
+#   bash scripts/train_small.sh                 # foreground (about 6 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -53,3 +62,11 @@ piece ocr configs/train/small-ocr-3.json "$RUNS/vist2-small-ocr2" "$RUNS/vist2-s
 # 4. the paper's stage 3: [c1, v1, c2, v2, ...], loss on every chunk, each chunk seeing the
 # pages of the chunks before it; the LLM trains, the encoder and aligner stay as stage 2 left them.
 piece olm configs/train/small-olm.json "$RUNS/vist2-small-ocr3" "$RUNS/vist2-small-olm"
+
+WINDOWED="$RUNS/vist2-small-windowed-init"
+if [ ! -f "$WINDOWED/model.safetensors" ]; then
+    python scripts/windowed_from.py "$RUNS/vist2-small-olm" --window 32 --out "$WINDOWED"
+fi
+piece ocr configs/train/small-windowed-ocr.json "$WINDOWED" "$RUNS/vist2-small-w-ocr"
+piece ocr configs/train/small-windowed-ocr-2.json "$RUNS/vist2-small-w-ocr" "$RUNS/vist2-small-w-ocr2"
+piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-ocr2" "$RUNS/vist2-small-w-olm"
