@@ -4,7 +4,8 @@
 # cell on its own), trained on the OCR stage two ways, side by side (one torch thread each):
 #
 #   scratch  random init (preset small-windowed, seed 0)
-#   warm     the shipped vist2-small's LLM, aligner and ViT in the windowed config
+#   warm     run 4 of scripts/train_small.sh (the page-wide vist2-small shipped before this
+#            experiment): its LLM, aligner and ViT in the windowed config
 #            (scripts/windowed_from.py: the ViT's position table cropped to one window)
 #
 # Both: configs/train/small-windowed-ocr.json (4,000 steps x 16 pages, lr 1e-3 on every module,
@@ -14,7 +15,9 @@
 #   vist2 eval ocr --model RUNS/sw-warm/model --data ../shared/corpora/en --out OUT --pages 40 \
 #       --control --page-tokens 64
 #
-# Run from the repo root; RUNS (default /work/runs) holds the inits and runs. Re-running resumes.
+# Run from the repo root; RUNS (default /work/runs) holds the inits and runs, PAGE_WIDE the
+# page-wide model to start from (default: run 4 in RUNS). Re-running resumes. The warm run went
+# on to become today's vist2-small (scripts/train_small.sh, runs 5-8).
 set -euo pipefail
 RUNS=${RUNS:-/work/runs}
 DATA=${DATA:-$( [ -d ../shared/corpora ] && echo ../shared/corpora/en || echo /work/shared/corpora/en )}
@@ -25,7 +28,8 @@ export OMP_NUM_THREADS=1
     vist2 init --preset small-windowed --seed 0 --out "$RUNS/sw-init" \
         --tokenizer src/vist2/assets/models/vist2-small
 [ -f "$RUNS/sw-warm-init/model.safetensors" ] ||
-    python scripts/windowed_from.py vist2-small --window 32 --out "$RUNS/sw-warm-init"
+    python scripts/windowed_from.py "${PAGE_WIDE:-$RUNS/vist2-small-olm}" --window 32 \
+        --out "$RUNS/sw-warm-init"
 
 run() {  # run INIT OUT: one OCR run, resumed if it has checkpoints
     local resume=()
