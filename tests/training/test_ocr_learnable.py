@@ -7,25 +7,15 @@ random digit). Uses scripts/ocr_sanity.py, the same check at any size.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ocr_sanity.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("ocr_sanity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from train_helpers import load_script
 
 
 @pytest.mark.slow
 def test_tiny_model_learns_to_read_a_digit():
-    sanity = _load_script()
+    sanity = load_script("ocr_sanity")
     args = sanity.parse_args(
         ["--tokens", "1", "--steps", "400", "--eval-every", "400", "--eval-samples", "64"]
         + ["--no-progress", "--seed", "0"]

@@ -1,29 +1,19 @@
 """scripts/windowed_from.py: a page-wide model's weights in a windowed config (step 5 of the
 shipped vist2-small's training chain), its training record carried along."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import torch
 from conftest import tiny_config
+from train_helpers import load_script, make_model_dir
 
-from vist2.loading import load_model, save_model
+from vist2.loading import load_model
 from vist2.model import VIST2Model
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "windowed_from.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("windowed_from", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_keeps_the_weights_and_crops_the_position_table():
-    script = load_script()
+    script = load_script("windowed_from")
     torch.manual_seed(0)
     source = VIST2Model(tiny_config()).eval()  # 64 px page, patch 16: a 4 x 4 patch grid
     windowed = script.windowed_from(source, 32)  # 32 px windows: 2 x 2 patches each
@@ -38,13 +28,9 @@ def test_keeps_the_weights_and_crops_the_position_table():
     assert torch.equal(cropped, table[[0, 1, 4, 5]])  # the top-left 2 x 2 block of the grid
 
 
-def test_main_writes_a_loadable_model_with_its_training_record(
-    tmp_path, tiny_tokenizer, monkeypatch
-):
-    script = load_script()
-    torch.manual_seed(0)
-    source_dir, out = tmp_path / "page-wide", tmp_path / "windowed"
-    save_model(VIST2Model(tiny_config()), tiny_tokenizer, source_dir)
+def test_main_writes_a_loadable_model_with_its_training_record(tmp_path, monkeypatch):
+    script = load_script("windowed_from")
+    source_dir, out = make_model_dir(tmp_path / "page-wide"), tmp_path / "windowed"
     record = {"run": "/runs/olm", "stage": "olm", "step": 600, "started_from": None}
     (source_dir / "training.json").write_text(json.dumps(record))
     argv = ["windowed_from.py", str(source_dir), "--window", "32", "--out", str(out)]

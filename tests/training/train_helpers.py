@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -27,6 +28,17 @@ def single_thread():
 
 # Per-stage sizes for tiny_config() (K=8, β=4, 64 px pages): a few ms per step on a CPU.
 MAX_LENGTH = {"caption": 48, "ocr": 96, "olm": 64, "sft": 160}
+
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module (the scripts are programs, not part of the package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_model_dir(path: Path, seed: int = 0) -> Path:
