@@ -1,0 +1,58 @@
+"""Copy a VIST2 model at another compression ratio: the same weights, K text tokens per page.
+
+β (visual tokens per page) is fixed by the page and the encoder, so a new density is a new K:
+r = K / β. Used for the r = 2 / 4 / 8 sweep of docs/model/vist2-small.md, where three copies of
+one model are trained on the OCR stage with the same steps, each at its own density. The
+source's training record (training.json) goes along, marked `converted`.
+
+    python scripts/with_density.py vist2-small --page-tokens 128 --out /work/runs/r8-init
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vist2.config import VIST2Config
+from vist2.loading import load_model, save_model
+from vist2.model import VIST2Model
+from vist2.training.export import started_from
+
+
+def density_config(config: VIST2Config, page_tokens: int) -> VIST2Config:
+    """`config` with K = page_tokens and r = K / β (β unchanged)."""
+    kwargs = config.to_dict()
+    kwargs["chunk_tokens"] = page_tokens
+    kwargs["compression_ratio"] = page_tokens / config.visual_tokens_per_page
+    for key in ("architectures", "transformers_version", "model_type", "dtype"):
+        kwargs.pop(key, None)
+    return VIST2Config(**kwargs)
+
+
+def with_density(source: VIST2Model, page_tokens: int) -> VIST2Model:
+    model = VIST2Model(density_config(source.config, page_tokens))
+    model.load_state_dict(source.state_dict())
+    return model.float()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="a model directory or a shipped name (vist2-small)")
+    p.add_argument("--page-tokens", type=int, required=True, help="K, text tokens per page")
+    p.add_argument("--out", required=True, help="directory to write")
+    args = p.parse_args()
+    source, tokenizer = load_model(args.model)
+    model = with_density(source.float(), args.page_tokens)
+    save_model(model, tokenizer, args.out)
+    history = started_from(args.model)  # keeps the training chain unbroken for the model card
+    if history is not None:
+        history["converted"] = f"scripts/with_density.py --page-tokens {args.page_tokens}"
+        text = json.dumps(history, indent=2) + "\n"
+        (Path(args.out) / "training.json").write_text(text, encoding="utf-8")
+    r = model.config.compression_ratio
+    print(f"wrote {args.out}: {args.model} with K = {args.page_tokens} (r = {r:g})")
+
+
+if __name__ == "__main__":
+    main()
