@@ -12,27 +12,20 @@ page-wide table. Everything else is copied unchanged (same shapes). The source's
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 
 from vist2.config import VIST2Config
 from vist2.loading import load_model, save_model
 from vist2.model import VIST2Model
-from vist2.training.export import started_from
+from vist2.training.export import carry_history
 
 POSITIONS = "embeddings.position_embedding.weight"
 
 
 def windowed_config(config: VIST2Config, window: int) -> VIST2Config:
     """`config` with the encoder seeing `window` px windows (a SigLIP encoder's image_size too)."""
-    kwargs = config.to_dict()
-    kwargs["vision_window"] = window
-    kwargs["vision_config"]["image_size"] = window
-    for key in ("architectures", "transformers_version", "model_type", "dtype"):
-        kwargs.pop(key, None)
-    return VIST2Config(**kwargs)
+    return config.replaced(vision_window=window, vision_config={"image_size": window})
 
 
 def crop_positions(table: torch.Tensor, page_side: int, window_side: int) -> torch.Tensor:
@@ -64,11 +57,7 @@ def main() -> None:
     args = p.parse_args()
     source, tokenizer = load_model(args.model)
     save_model(windowed_from(source.float(), args.window), tokenizer, args.out)
-    history = started_from(args.model)  # keeps the training chain unbroken for the model card
-    if history is not None:
-        history["converted"] = f"scripts/windowed_from.py --window {args.window}"
-        text = json.dumps(history, indent=2) + "\n"
-        (Path(args.out) / "training.json").write_text(text, encoding="utf-8")
+    carry_history(args.model, args.out, f"scripts/windowed_from.py --window {args.window}")
     print(f"wrote {args.out}: {args.model} with vision_window {args.window}")
 
 

@@ -11,23 +11,17 @@ source's training record (training.json) goes along, marked `converted`.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from vist2.config import VIST2Config
 from vist2.loading import load_model, save_model
 from vist2.model import VIST2Model
-from vist2.training.export import started_from
+from vist2.training.export import carry_history
 
 
 def density_config(config: VIST2Config, page_tokens: int) -> VIST2Config:
     """`config` with K = page_tokens and r = K / β (β unchanged)."""
-    kwargs = config.to_dict()
-    kwargs["chunk_tokens"] = page_tokens
-    kwargs["compression_ratio"] = page_tokens / config.visual_tokens_per_page
-    for key in ("architectures", "transformers_version", "model_type", "dtype"):
-        kwargs.pop(key, None)
-    return VIST2Config(**kwargs)
+    ratio = page_tokens / config.visual_tokens_per_page
+    return config.replaced(chunk_tokens=page_tokens, compression_ratio=ratio)
 
 
 def with_density(source: VIST2Model, page_tokens: int) -> VIST2Model:
@@ -45,11 +39,7 @@ def main() -> None:
     source, tokenizer = load_model(args.model)
     model = with_density(source.float(), args.page_tokens)
     save_model(model, tokenizer, args.out)
-    history = started_from(args.model)  # keeps the training chain unbroken for the model card
-    if history is not None:
-        history["converted"] = f"scripts/with_density.py --page-tokens {args.page_tokens}"
-        text = json.dumps(history, indent=2) + "\n"
-        (Path(args.out) / "training.json").write_text(text, encoding="utf-8")
+    carry_history(args.model, args.out, f"scripts/with_density.py --page-tokens {args.page_tokens}")
     r = model.config.compression_ratio
     print(f"wrote {args.out}: {args.model} with K = {args.page_tokens} (r = {r:g})")
 

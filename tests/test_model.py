@@ -254,3 +254,16 @@ def test_config_round_trip(tmp_path):
     cfg.save_pretrained(tmp_path)
     again = VIST2Config.from_pretrained(tmp_path)
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_config_replaced_merges_nested_fields_and_checks():
+    cfg = tiny_config()
+    beta = cfg.visual_tokens_per_page
+    denser = cfg.replaced(chunk_tokens=8 * beta, compression_ratio=8.0)
+    assert (denser.chunk_tokens, denser.compression_ratio) == (8 * beta, 8.0)
+    assert denser.to_dict()["vision_config"] == cfg.to_dict()["vision_config"]
+    shallower = cfg.replaced(vision_config={"num_hidden_layers": 1})
+    assert shallower.vision_config.num_hidden_layers == 1
+    assert shallower.vision_config.hidden_size == cfg.vision_config.hidden_size  # rest kept
+    with pytest.raises(ConfigError, match="compression_ratio"):
+        cfg.replaced(chunk_tokens=8 * beta)  # r no longer K / beta

@@ -87,6 +87,18 @@ class VIST2Config(PreTrainedConfig):
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
         self.check()
 
+    def replaced(self, **changes: Any) -> VIST2Config:
+        """A new config with `changes` to its fields; a nested config's changes are a dict of its
+        fields (`vision_config={"image_size": 32}`), merged into the rest of it. Checked as any."""
+        kwargs = self.to_dict()
+        for key in ("architectures", "transformers_version", "model_type", "dtype"):
+            kwargs.pop(key, None)  # written by to_dict, not fields
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(kwargs.get(key), dict):
+                value = kwargs[key] | value
+            kwargs[key] = value
+        return VIST2Config(**kwargs)
+
     # The render config is a dict on disk; this is the typed view of it.
     @property
     def render_config(self):

@@ -70,6 +70,17 @@ def started_from(model: str | Path) -> dict | None:
     return None
 
 
+def carry_history(source: str | Path, out: str | Path, converted: str) -> None:
+    """Give `out`, a model a script made from `source`, source's training record marked
+    `converted` (what the script did), so a run from `out` keeps its chain. Nothing to carry for
+    an untrained source."""
+    history = started_from(source)
+    if history is not None:
+        history["converted"] = converted
+        text = json.dumps(history, indent=2) + "\n"
+        (Path(out) / "training.json").write_text(text, encoding="utf-8")
+
+
 def provenance(run_dir: Path, weights: Path) -> dict:
     """Where the weights come from: run, stage, step, loss and time at that step, the config,
     and (`started_from`) the same for the trained model the run began with, back to the start."""
