@@ -3,6 +3,9 @@
     python scripts/compare_line_gain.py --lang en --ratio 4 --out docs/model/windowed-line-gain.png \
         "vist2-small (page-wide ViT)=docs/quality/vist2-small/ocr/ocr.json" \
         "windowed, warm=docs/quality/small-windowed/ocr/ocr.json"
+
+A report may name its own ratio, `LABEL=OCR_JSON@R` (models trained at different r, each read
+at its own), instead of --ratio.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ def curve(report: Path, lang: str, ratio: float) -> list[float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("reports", nargs="+", metavar="LABEL=OCR_JSON")
+    p.add_argument("reports", nargs="+", metavar="LABEL=OCR_JSON[@R]")
     p.add_argument("--lang", default="en")
     p.add_argument("--ratio", type=float, default=4.0)
     p.add_argument("--out", required=True, help="PNG to write")
@@ -37,7 +40,9 @@ def main() -> None:
         label, sep, path = item.partition("=")
         if not sep:
             raise SystemExit(f"{item!r}: expected LABEL=path/to/ocr.json")
-        curves[f"{label}, {args.lang}, r={args.ratio:g}"] = curve(Path(path), args.lang, args.ratio)
+        path, _, ratio = path.partition("@")
+        ratio = float(ratio) if ratio else args.ratio
+        curves[f"{label}, {args.lang}, r={ratio:g}"] = curve(Path(path), args.lang, ratio)
     line_gain_png(curves, Path(args.out))
     print(f"wrote {args.out}")
 
