@@ -179,12 +179,16 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise `ConfigError` naming the first field that cannot work."""
+        self._check_choices()
+        self._check_learning_rates()
+        self._check_counts()
+        self._check_numbers()
+        self._check_curriculum()
 
-        def fail(name: str, what: str) -> None:
-            raise ConfigError(f"TrainConfig.{name} {what}, got {getattr(self, name)!r}")
+    def _fail(self, name: str, what: str) -> None:
+        raise ConfigError(f"TrainConfig.{name} {what}, got {getattr(self, name)!r}")
 
-        if self.stage not in STAGES:
-            fail("stage", f"must be one of {STAGES}")
+    def _check_learning_rates(self) -> None:
         lrs = self.learning_rates
         unknown = sorted(set(lrs) - set(MODULES))
         if unknown:
@@ -207,11 +211,13 @@ class TrainConfig:
                     f"TrainConfig.learning_rates[{name!r}] must be a finite number >= 0, got {lr!r}"
                 )
         if not any(lr > 0 for lr in lrs.values()):
-            fail("learning_rates", "must train at least one module (a rate > 0)")
+            self._fail("learning_rates", "must train at least one module (a rate > 0)")
+
+    def _check_counts(self) -> None:
         for name in ("max_length", "batch_size", "micro_batch_size", "synthetic_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                fail(name, "must be an integer >= 1")
+                self._fail(name, "must be an integer >= 1")
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(
                 f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of "
@@ -220,7 +226,7 @@ class TrainConfig:
         if self.max_steps is not None and (
             not isinstance(self.max_steps, int) or self.max_steps < 1
         ):
-            fail("max_steps", "must be an integer >= 1 or None")
+            self._fail("max_steps", "must be an integer >= 1 or None")
         for name in (
             "num_workers",
             "save_every",
@@ -231,11 +237,21 @@ class TrainConfig:
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                fail(name, "must be an integer >= 0")
+                self._fail(name, "must be an integer >= 0")
         if self.keep_last < 1:
-            fail("keep_last", "must be >= 1")
+            self._fail("keep_last", "must be >= 1")
         if self.log_every < 1:
-            fail("log_every", "must be >= 1")
+            self._fail("log_every", "must be >= 1")
+        if self.ocr_page_tokens is not None and (
+            not isinstance(self.ocr_page_tokens, int) or self.ocr_page_tokens < 1
+        ):
+            self._fail("ocr_page_tokens", "must be an integer >= 1 or None")
+        if self.cpu_threads is not None and (
+            not isinstance(self.cpu_threads, int) or self.cpu_threads < 1
+        ):
+            self._fail("cpu_threads", "must be an integer >= 1 or None")
+
+    def _check_numbers(self) -> None:
         for name, low, high in (
             ("weight_decay", 0.0, math.inf),
             ("warmup_fraction", 0.0, 1.0),
@@ -249,32 +265,27 @@ class TrainConfig:
                 or not isinstance(value, int | float)
                 or not (low <= value <= high)
             ):
-                fail(name, f"must be a number in [{low}, {high}]")
+                self._fail(name, f"must be a number in [{low}, {high}]")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
-            fail("adam_betas", "must be two numbers in [0, 1)")
-        if self.mixed_precision not in MIXED_PRECISION:
-            fail("mixed_precision", f"must be one of {MIXED_PRECISION}")
-        if self.attention not in ATTENTION:
-            fail("attention", f"must be one of {ATTENTION}")
-        if self.loss_impl not in LOSS_IMPLS:
-            fail("loss_impl", f"must be one of {LOSS_IMPLS}")
-        if self.cpu_threads is not None and (
-            not isinstance(self.cpu_threads, int) or self.cpu_threads < 1
-        ):
-            fail("cpu_threads", "must be an integer >= 1 or None")
+            self._fail("adam_betas", "must be two numbers in [0, 1)")
         for name in ("ocr_shuffle_fraction", "olm_ocr_fraction"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                fail(name, "must be a number in [0, 1]")
+                self._fail(name, "must be a number in [0, 1]")
         for name in ("visual_variance_weight", "visual_variance_target"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                fail(name, "must be a number >= 0")
-        if self.ocr_page_tokens is not None and (
-            not isinstance(self.ocr_page_tokens, int) or self.ocr_page_tokens < 1
-        ):
-            fail("ocr_page_tokens", "must be an integer >= 1 or None")
-        self._check_curriculum()
+                self._fail(name, "must be a number >= 0")
+
+    def _check_choices(self) -> None:
+        if self.stage not in STAGES:
+            self._fail("stage", f"must be one of {STAGES}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            self._fail("mixed_precision", f"must be one of {MIXED_PRECISION}")
+        if self.attention not in ATTENTION:
+            self._fail("attention", f"must be one of {ATTENTION}")
+        if self.loss_impl not in LOSS_IMPLS:
+            self._fail("loss_impl", f"must be one of {LOSS_IMPLS}")
 
     def _check_curriculum(self) -> None:
         levels = self.curriculum
