@@ -19,6 +19,8 @@ from vist2.eval.report import line_gain_png
 
 def curve(report: Path, lang: str, ratio: float) -> list[float]:
     """The gain per line of `lang` at compression `ratio` in one ocr.json."""
+    if not report.is_file():
+        raise SystemExit(f"{report}: no such report (vist2 eval ocr --out DIR writes DIR/ocr.json)")
     runs = json.loads(report.read_text(encoding="utf-8"))["runs"]
     for run in runs:
         if abs(run["compression_ratio"] - ratio) < 1e-9:
@@ -37,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
     curves = {}
     for item in args.reports:
-        label, sep, path = item.partition("=")
+        label, sep, path = item.rpartition("=")  # labels may hold "=" (r=2)
         if not sep:
             raise SystemExit(f"{item!r}: expected LABEL=path/to/ocr.json")
         path, _, ratio = path.partition("@")
