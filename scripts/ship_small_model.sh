@@ -8,7 +8,7 @@
 #
 # Writes src/vist2/assets/models/vist2-small/ (config.json, model.safetensors in fp32, the
 # tokenizer, training.json: run, step, loss, time, and the runs before it) and
-# docs/model/vist2-small-loss.png (a panel per run of the chain).
+# docs/model/vist2-small-loss.png (a panel per run of the chain, when every run is on this machine).
 set -euo pipefail
 SOURCE=${1:?usage: bash scripts/ship_small_model.sh RUN_DIR/checkpoints/step-N (or RUN_DIR)}
 OUT=src/vist2/assets/models/vist2-small
@@ -26,7 +26,16 @@ print("\n".join(reversed(runs)))
 PY
 )
 mkdir -p docs/model
-vist2 plot "${RUNS[@]}" --out docs/model/vist2-small-loss.png
+MISSING=()
+for run in "${RUNS[@]}"; do
+    [ -f "$run/metrics.jsonl" ] || MISSING+=("$run")
+done
+if [ ${#MISSING[@]} -eq 0 ]; then
+    vist2 plot "${RUNS[@]}" --out docs/model/vist2-small-loss.png
+else  # an earlier session's runs: their curves are in the PNG already, not on this machine
+    echo "not redrawn: docs/model/vist2-small-loss.png (runs not here: ${MISSING[*]});" \
+        "plot the runs you have with: vist2 plot RUN_DIR ... --out PNG" >&2
+fi
 python - "$OUT" <<'PY'
 import os, sys
 size = os.path.getsize(os.path.join(sys.argv[1], "model.safetensors"))

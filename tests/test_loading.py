@@ -72,10 +72,10 @@ def test_unknown_and_missing_shipped_models(monkeypatch, tmp_path):
 
 def test_the_shipped_model_draws_on_its_pages(engine):
     """vist2-small reads the top of its pages: on held-out English pages the real page lowers the
-    loss on its own text below a blank page's, on line 2 as well as line 1 (measured 0.181
-    nats/token on these 16 pages, 1.00 on line 1 and 0.34 on line 2; the page-wide model shipped
-    before it 0.030, reading line 1 only). Guards the render -> windowed encode -> read path end
-    to end."""
+    loss on its own text below a blank page's, on lines 2 and 3 as well as line 1 (measured 0.282
+    nats/token on these 16 pages, 1.46 / 0.52 / 0.29 on lines 1 / 2 / 3; the model shipped before
+    it 0.181 and 1.00 / 0.34, the page-wide one before that 0.030, reading line 1 only). Guards
+    the render -> windowed encode -> read path end to end."""
     from vist2.eval.data import read_eval_documents
     from vist2.eval.ocr import ocr_pages
     from vist2.eval.page_loss import page_gain
@@ -87,5 +87,6 @@ def test_the_shipped_model_draws_on_its_pages(engine):
     )
     gain = page_gain(engine.model, engine, pages)["en"]
     assert gain["tokens"] == 16 * config.chunk_tokens
-    assert gain["gain_nats"] > 0.1, gain
-    assert gain["by_line"][1]["gain_nats"] > 0.1, gain["by_line"][:3]  # reads below line 1
+    assert gain["gain_nats"] > 0.15, gain
+    lines = [row["gain_nats"] for row in gain["by_line"][:3]]
+    assert lines[1] > 0.25 and lines[2] > 0.1, lines  # reads below line 1
