@@ -185,8 +185,8 @@ def _lm_step(model, ids, positions, mask, cache, visual=None) -> torch.Tensor:
         inputs_embeds=embeds,
         position_ids=positions,
         attention_mask=model._attention_mask_for_backend(mask, embeds.dtype),
-        past_key_values=cache,
         use_cache=True,
+        **{model.cache_argument: cache},
     )
     hidden = out.last_hidden_state[:, -1]  # [B, D]
     return model.language_model.get_output_embeddings()(hidden).float()  # [B, V]

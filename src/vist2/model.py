@@ -16,6 +16,7 @@ Notable:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,19 @@ class VIST2Output(ModelOutput):
     hidden_states: torch.Tensor | None = None  # (B, L, D) last hidden states
 
 
+def cache_argument(decoder: torch.nn.Module) -> str:
+    """The name `decoder.forward` takes its KV cache by: transformers 5.25 renamed
+    `past_key_values` to `cache` (the old name warns, and is to go in 5.40); earlier releases
+    know only `past_key_values`."""
+    parameters = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def decoder_cache(out: ModelOutput):
+    """The KV cache a decoder returned, under either release's field name (see cache_argument)."""
+    return out.cache if "cache" in out.__dataclass_fields__ else out.past_key_values
+
+
 class VIST2Model(PreTrainedModel):
     config_class = VIST2Config
     config: VIST2Config
@@ -64,6 +78,8 @@ class VIST2Model(PreTrainedModel):
             kind=config.aligner,
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        # the decoder's name for its KV-cache argument: pass the cache as {cache_argument: cache}
+        self.cache_argument = cache_argument(self.language_model.get_decoder())
         self.post_init()
 
     # -- assembling from pretrained parts (the paper's set-up) ---------------------------------
@@ -217,8 +233,8 @@ class VIST2Model(PreTrainedModel):
             inputs_embeds=embeds,
             position_ids=position_ids,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **{self.cache_argument: past_key_values},
             **kwargs,
         )
         hidden = out.last_hidden_state  # [B, L, D]
@@ -226,7 +242,7 @@ class VIST2Model(PreTrainedModel):
         if labels is None:
             kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden  # [B, n, D]
             return VIST2Output(
-                logits=head(kept), past_key_values=out.past_key_values, hidden_states=hidden
+                logits=head(kept), past_key_values=decoder_cache(out), hidden_states=hidden
             )
         keep = labels != IGNORE_INDEX  # [B, L]
         kept, targets = hidden[keep], labels[keep]  # [n_labelled, D], [n_labelled]
@@ -244,7 +260,7 @@ class VIST2Model(PreTrainedModel):
             loss=loss,
             logits=logits,
             num_labelled=n,
-            past_key_values=out.past_key_values,
+            past_key_values=decoder_cache(out),
             hidden_states=hidden,
         )
 
