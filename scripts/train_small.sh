@@ -19,10 +19,17 @@
 #   8. OLM   configs/train/small-olm-mix.json         600 steps, a quarter of them read-backs
 #            (olm_ocr_fraction), so the LLM keeps reading while it learns to write from pages
 #
+# Then half-full pages (docs/model/vist2-small.md, item 12: of the same 2,000 OCR steps at
+# r = 2 / 4 / 8, those at r = 2 read best at every density):
+#
+#   9. OCR   configs/train/small-windowed-ocr-sweep.json  2,000 steps at K = 32 (r = 2), a copy
+#            of run 8's model at that K by scripts/with_density.py
+#  10. OLM   configs/train/small-olm-mix.json         600 steps as 8, at K = 64 again
+#
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 6 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 7 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -70,3 +77,13 @@ fi
 piece ocr configs/train/small-windowed-ocr.json "$WINDOWED" "$RUNS/vist2-small-w-ocr"
 piece ocr configs/train/small-windowed-ocr-2.json "$RUNS/vist2-small-w-ocr" "$RUNS/vist2-small-w-ocr2"
 piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-ocr2" "$RUNS/vist2-small-w-olm"
+
+# density DIR FROM K: FROM's model at K text tokens a page (once)
+density() {
+    [ -f "$1/model.safetensors" ] || python scripts/with_density.py "$2" --page-tokens "$3" --out "$1"
+}
+density "$RUNS/vist2-small-w-r2-init" "$RUNS/vist2-small-w-olm" 32
+piece ocr configs/train/small-windowed-ocr-sweep.json "$RUNS/vist2-small-w-r2-init" \
+    "$RUNS/vist2-small-w-ocr-r2"
+density "$RUNS/vist2-small-w-k64" "$RUNS/vist2-small-w-ocr-r2" 64
+piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64" "$RUNS/vist2-small-w-olm2"
