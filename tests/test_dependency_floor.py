@@ -18,7 +18,12 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The venv's transformers (5.25+) brings `kernels`, which the floor does not require; a clean
+# install of the floor has none, and transformers 5.4 fails to import beside kernels 0.19
+# (hub_kernels: "Either a revision or a version must be specified"). Hidden, as in that install.
 CHECK = """
+import sys
+sys.modules["kernels"] = None
 import torch, transformers
 from vist2.engine import Engine
 from vist2.loading import load_tokenizer, tiny_tokenizer_path
