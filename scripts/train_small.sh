@@ -25,11 +25,13 @@
 #   9. OCR   configs/train/small-windowed-ocr-sweep.json  2,000 steps at K = 32 (r = 2), a copy
 #            of run 8's model at that K by scripts/with_density.py
 #  10. OLM   configs/train/small-olm-mix.json         600 steps as 8, at K = 64 again
+#  11. OCR   as 9, from run 10 (a second round: the reading was still growing)
+#  12. OLM   as 10, from run 11
 #
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 7 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 7.5 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -87,3 +89,8 @@ piece ocr configs/train/small-windowed-ocr-sweep.json "$RUNS/vist2-small-w-r2-in
     "$RUNS/vist2-small-w-ocr-r2"
 density "$RUNS/vist2-small-w-k64" "$RUNS/vist2-small-w-ocr-r2" 64
 piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64" "$RUNS/vist2-small-w-olm2"
+density "$RUNS/vist2-small-w-r2-init-2" "$RUNS/vist2-small-w-olm2" 32
+piece ocr configs/train/small-windowed-ocr-sweep.json "$RUNS/vist2-small-w-r2-init-2" \
+    "$RUNS/vist2-small-w-ocr-r2-2"
+density "$RUNS/vist2-small-w-k64-2" "$RUNS/vist2-small-w-ocr-r2-2" 64
+piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64-2" "$RUNS/vist2-small-w-olm3"
