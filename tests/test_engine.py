@@ -1,5 +1,7 @@
 """The exactness contract (DESIGN.md) and the generation features, on tiny random models."""
 
+import warnings
+
 import pytest
 import torch
 from conftest import windowed_config
@@ -279,3 +281,15 @@ def test_compiled_global_decode_keeps_the_exactness_contract(engine):
         torch.testing.assert_close(b.logits, a.logits, atol=1e-4, rtol=1e-4)
         expected = reference_logits(engine, prompt, b.token_ids, config, compress_output=True)
         torch.testing.assert_close(b.logits, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cache", ["static", "dynamic"])
+def test_the_kv_cache_goes_by_the_name_this_transformers_takes(engine, cache):
+    """transformers 5.25 renamed the decoder's `past_key_values` argument `cache` and warns on
+    the old name; generating (prefill, decode, compression) passes whichever it takes, silently."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        result = engine.generate(
+            PROMPT, policy="global", max_new_tokens=2 * K + 1, stop_on_eos=False, cache=cache
+        )
+    assert result.stats.pages >= 2
