@@ -16,6 +16,7 @@ import argparse
 import torch
 
 from vist2.config import VIST2Config
+from vist2.errors import Vist2Error
 from vist2.loading import load_model, save_model
 from vist2.model import VIST2Model
 from vist2.training.export import carry_history
@@ -55,6 +56,13 @@ def main() -> None:
     p.add_argument("--window", type=int, required=True, help="window side in pixels")
     p.add_argument("--out", required=True, help="directory to write")
     args = p.parse_args()
+    try:
+        convert(args)
+    except Vist2Error as err:  # a missing model, a K or window the config rejects: one line
+        raise SystemExit(f"windowed_from.py: {err}") from None
+
+
+def convert(args: argparse.Namespace) -> None:
     source, tokenizer = load_model(args.model)
     save_model(windowed_from(source.float(), args.window), tokenizer, args.out)
     carry_history(args.model, args.out, f"scripts/windowed_from.py --window {args.window}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from vist2.config import VIST2Config
+from vist2.errors import Vist2Error
 from vist2.loading import load_model, save_model
 from vist2.model import VIST2Model
 from vist2.training.export import carry_history
@@ -36,6 +37,13 @@ def main() -> None:
     p.add_argument("--page-tokens", type=int, required=True, help="K, text tokens per page")
     p.add_argument("--out", required=True, help="directory to write")
     args = p.parse_args()
+    try:
+        convert(args)
+    except Vist2Error as err:  # a missing model, a K or window the config rejects: one line
+        raise SystemExit(f"with_density.py: {err}") from None
+
+
+def convert(args: argparse.Namespace) -> None:
     source, tokenizer = load_model(args.model)
     model = with_density(source.float(), args.page_tokens)
     save_model(model, tokenizer, args.out)

@@ -4,6 +4,7 @@ run in the r = 2 / 4 / 8 sweep), its training record carried along."""
 import json
 import sys
 
+import pytest
 import torch
 from conftest import tiny_config
 from train_helpers import load_script, make_model_dir
@@ -39,3 +40,17 @@ def test_main_writes_a_loadable_model_with_its_training_record(tmp_path, monkeyp
     assert model.config.compression_ratio == 2.0
     carried = json.loads((out / "training.json").read_text())
     assert carried == record | {"converted": f"scripts/with_density.py --page-tokens {2 * beta}"}
+
+
+def test_a_bad_k_or_a_missing_model_is_one_clear_line(tmp_path, monkeypatch):
+    script = load_script("with_density")
+    source_dir = make_model_dir(tmp_path / "r4")
+    for model, k, says in (
+        (source_dir, "0", "chunk_tokens"),
+        (tmp_path / "nope", "32", "not exist"),
+    ):
+        argv = ["with_density.py", str(model), "--page-tokens", k, "--out", str(tmp_path / "o")]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit, match=f"with_density.py: .*{says}"):
+            script.main()
+    assert not (tmp_path / "o").exists()  # nothing half-written
