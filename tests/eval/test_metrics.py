@@ -6,6 +6,7 @@ import pytest
 
 from vist2.eval.metrics import (
     character_accuracy,
+    correct_prefix,
     inline_diff,
     mean_scores,
     perplexity,
@@ -30,6 +31,19 @@ def test_character_accuracy_is_one_minus_cer_floored():
 
 def test_token_accuracy_counts_same_index_matches():
     assert token_accuracy([1, 2, 3, 4], [1, 9, 3]) == pytest.approx(0.5)
+
+
+def test_correct_prefix_counts_tokens_before_the_first_mistake():
+    # the match after the mistake is not counted
+    assert correct_prefix([1, 2, 3, 4], [1, 2, 9, 4]) == 2
+    assert correct_prefix([1, 2], [1, 2]) == 2
+    assert correct_prefix([1, 2], [7, 2]) == 0
+    assert score_page("ab", "ab", [5, 6, 7], [5, 6, 8]).correct_prefix == 2
+
+
+def test_mean_scores_average_the_correct_prefix():
+    scores = [score_page("a", "a", [1, 2], [1, 2]), score_page("a", "b", [1, 2], [3, 2])]
+    assert mean_scores(scores)["correct_prefix_tokens"] == pytest.approx(1.0)
 
 
 def test_rouge_units_split_words_and_cjk_characters():

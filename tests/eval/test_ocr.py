@@ -48,6 +48,8 @@ def test_ground_truth_scores_one_hundred_percent(model_dir, data_dir, tmp_path):
         assert s["pages"] > 0, lang
         assert s["character_accuracy"] == 1.0 and s["exact_page_rate"] == 1.0
         assert s["token_accuracy"] == 1.0 and s["rouge_l"] == 1.0
+    pages = report["runs"][0]["pages"]
+    assert all(p["correct_prefix"] > 0 for p in pages)  # the whole page, read right
     assert json.loads((tmp_path / "ocr.json").read_text())["reader"] == "oracle_reader"
     assert (tmp_path / "ocr_hist.png").stat().st_size > 0
     assert "| zh |" in (tmp_path / "ocr.md").read_text()
@@ -90,6 +92,7 @@ def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):
     assert s["pages"] == 12
     assert s["exact_page_rate"] == 0.0
     assert s["character_accuracy"] < 0.1 and s["token_accuracy"] < 0.1 and s["rouge_l"] < 0.1
+    assert s["correct_prefix_tokens"] < 0.5
     gain = report["runs"][0]["page_gain"]["all"]  # random weights: the page tells it ~nothing
     assert gain["real_nll"] > 5.0 and abs(gain["gain_nats"]) < 0.1 * gain["blank_nll"]
     assert "loss, blank page" in (tmp_path / "ocr.md").read_text()

@@ -6,6 +6,8 @@ lists of tokens). Definitions:
   Unicode characters;
 - token accuracy = share of the expected token ids read at the same index (greedy reading emits
   exactly as many tokens as the page holds);
+- correct prefix = how many tokens greedy reading gets right before its first mistake: where on
+  the page reading stops (a reader that reads only the top line scores its length in tokens);
 - ROUGE-L = the F1 of the longest common subsequence over *units*: each CJK character is one
   unit, a run of letters/digits is one unit, each other visible character is one unit. For
   English that is word-level ROUGE-L (punctuation counted, case kept); for Chinese it is
@@ -45,6 +47,16 @@ def token_accuracy(expected: Sequence[int], read: Sequence[int]) -> float:
     return sum(a == b for a, b in zip(expected, read, strict=False)) / len(expected)
 
 
+def correct_prefix(expected: Sequence[int], read: Sequence[int]) -> int:
+    """How many leading tokens of `read` match `expected` before the first mismatch."""
+    count = 0
+    for a, b in zip(expected, read, strict=False):
+        if a != b:
+            break
+        count += 1
+    return count
+
+
 def rouge_l(expected: str, read: str) -> float:
     """ROUGE-L F1 (β = 1) over `rouge_units`."""
     ref, hyp = rouge_units(expected), rouge_units(read)
@@ -65,6 +77,7 @@ class PageScore:
     token_accuracy: float
     rouge_l: float
     exact: bool
+    correct_prefix: int = 0  # tokens read right before the first mistake
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +91,7 @@ def score_page(
         token_accuracy=token_accuracy(expected_ids, read_ids),
         rouge_l=rouge_l(expected_text, read_text),
         exact=expected_text == read_text,
+        correct_prefix=correct_prefix(expected_ids, read_ids),
     )
 
 
@@ -92,6 +106,7 @@ def mean_scores(scores: Sequence[PageScore]) -> dict:
         "exact_page_rate": sum(s.exact for s in scores) / n,
         "token_accuracy": sum(s.token_accuracy for s in scores) / n,
         "rouge_l": sum(s.rouge_l for s in scores) / n,
+        "correct_prefix_tokens": sum(s.correct_prefix for s in scores) / n,
     }
 
 

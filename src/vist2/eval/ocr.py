@@ -333,6 +333,7 @@ def _score_row(label: str, r: float, s: dict) -> list:
         pct(s.get("exact_page_rate")),
         pct(s.get("token_accuracy")),
         f"{s['rouge_l']:.3f}" if s["pages"] else "n/a",
+        f"{s['correct_prefix_tokens']:.1f}" if "correct_prefix_tokens" in s else "n/a",
     ]
 
 
@@ -385,7 +386,7 @@ def ocr_markdown(report: dict) -> str:
         f"tokens per page / β; reader: {report['reader']}; {speed} pages/s on "
         f"{report['environment']['accelerator']}.",
         "",
-        markdown_table([*header, "ROUGE-L"], rows),
+        markdown_table([*header, "ROUGE-L", "tokens right before the first mistake"], rows),
         "",
         "![character accuracy per page](ocr_hist.png)",
     ]
