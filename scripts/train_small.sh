@@ -28,10 +28,15 @@
 #  11. OCR   as 9, from run 10 (a second round: the reading was still growing)
 #  12. OLM   as 10, from run 11
 #
+# Then one longer run on half-full pages (a single schedule reads further than two short ones):
+#
+#  13. OCR   configs/train/small-windowed-ocr-long.json  4,000 steps at K = 32, from run 12
+#  14. OLM   as 10, from run 13
+#
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 7.5 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 8.5 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -94,3 +99,8 @@ piece ocr configs/train/small-windowed-ocr-sweep.json "$RUNS/vist2-small-w-r2-in
     "$RUNS/vist2-small-w-ocr-r2-2"
 density "$RUNS/vist2-small-w-k64-2" "$RUNS/vist2-small-w-ocr-r2-2" 64
 piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64-2" "$RUNS/vist2-small-w-olm3"
+density "$RUNS/vist2-small-w-r2-init-3" "$RUNS/vist2-small-w-olm3" 32
+piece ocr configs/train/small-windowed-ocr-long.json "$RUNS/vist2-small-w-r2-init-3" \
+    "$RUNS/vist2-small-w-ocr-r2-3"
+density "$RUNS/vist2-small-w-k64-3" "$RUNS/vist2-small-w-ocr-r2-3" 64
+piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64-3" "$RUNS/vist2-small-w-olm4"
