@@ -32,11 +32,13 @@
 #
 #  13. OCR   configs/train/small-windowed-ocr-long.json  4,000 steps at K = 32, from run 12
 #  14. OLM   as 10, from run 13
+#  15. OCR   configs/train/small-windowed-ocr-long-2.json  5,000 more, a new order of pages (seed 1)
+#  16. OLM   as 10, from run 15
 #
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 8.5 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 9.5 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -104,3 +106,8 @@ piece ocr configs/train/small-windowed-ocr-long.json "$RUNS/vist2-small-w-r2-ini
     "$RUNS/vist2-small-w-ocr-r2-3"
 density "$RUNS/vist2-small-w-k64-3" "$RUNS/vist2-small-w-ocr-r2-3" 64
 piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64-3" "$RUNS/vist2-small-w-olm4"
+density "$RUNS/vist2-small-w-r2-init-4" "$RUNS/vist2-small-w-olm4" 32
+piece ocr configs/train/small-windowed-ocr-long-2.json "$RUNS/vist2-small-w-r2-init-4" \
+    "$RUNS/vist2-small-w-ocr-r2-4"
+density "$RUNS/vist2-small-w-k64-4" "$RUNS/vist2-small-w-ocr-r2-4" 64
+piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64-4" "$RUNS/vist2-small-w-olm5"

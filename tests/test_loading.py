@@ -72,8 +72,8 @@ def test_unknown_and_missing_shipped_models(monkeypatch, tmp_path):
 
 def test_the_shipped_model_draws_on_its_pages(engine):
     """vist2-small reads the top of its pages: on held-out English pages the real page lowers the
-    loss on its own text below a blank page's, on lines 2 and 3 as well as line 1 (measured 0.347
-    nats/token on these 16 pages, 1.61 / 0.77 / 0.44 on lines 1 / 2 / 3; run 12, shipped before
+    loss on its own text below a blank page's, on lines 2 and 3 as well as line 1 (measured 0.369
+    nats/token on these 16 pages, 1.68 / 0.84 / 0.48 on lines 1 / 2 / 3; run 12, shipped before
     it, 0.308 and 1.50 / 0.64 / 0.35; run 8 0.181; the page-wide model 0.030, line 1 only).
     Guards the render -> windowed encode -> read path end to end."""
     from vist2.eval.data import read_eval_documents
