@@ -91,23 +91,18 @@ piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-ocr2" "$RUNS/vis
 density() {
     [ -f "$1/model.safetensors" ] || python scripts/with_density.py "$2" --page-tokens "$3" --out "$1"
 }
-density "$RUNS/vist2-small-w-r2-init" "$RUNS/vist2-small-w-olm" 32
-piece ocr configs/train/small-windowed-ocr-sweep.json "$RUNS/vist2-small-w-r2-init" \
-    "$RUNS/vist2-small-w-ocr-r2"
-density "$RUNS/vist2-small-w-k64" "$RUNS/vist2-small-w-ocr-r2" 64
-piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64" "$RUNS/vist2-small-w-olm2"
-density "$RUNS/vist2-small-w-r2-init-2" "$RUNS/vist2-small-w-olm2" 32
-piece ocr configs/train/small-windowed-ocr-sweep.json "$RUNS/vist2-small-w-r2-init-2" \
-    "$RUNS/vist2-small-w-ocr-r2-2"
-density "$RUNS/vist2-small-w-k64-2" "$RUNS/vist2-small-w-ocr-r2-2" 64
-piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64-2" "$RUNS/vist2-small-w-olm3"
-density "$RUNS/vist2-small-w-r2-init-3" "$RUNS/vist2-small-w-olm3" 32
-piece ocr configs/train/small-windowed-ocr-long.json "$RUNS/vist2-small-w-r2-init-3" \
-    "$RUNS/vist2-small-w-ocr-r2-3"
-density "$RUNS/vist2-small-w-k64-3" "$RUNS/vist2-small-w-ocr-r2-3" 64
-piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64-3" "$RUNS/vist2-small-w-olm4"
-density "$RUNS/vist2-small-w-r2-init-4" "$RUNS/vist2-small-w-olm4" 32
-piece ocr configs/train/small-windowed-ocr-long-2.json "$RUNS/vist2-small-w-r2-init-4" \
-    "$RUNS/vist2-small-w-ocr-r2-4"
-density "$RUNS/vist2-small-w-k64-4" "$RUNS/vist2-small-w-ocr-r2-4" 64
-piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64-4" "$RUNS/vist2-small-w-olm5"
+# half_full N OCR_CONFIG: round N of runs 9-16, from the model of the OLM run before it: OCR on
+# half-full pages (K = 32), then the OLM stage at K = 64 again
+half_full() {
+    local n=$1 config=$2 s="-$1" from="$RUNS/vist2-small-w-olm$1"
+    if [ "$n" = 1 ]; then s=""; from="$RUNS/vist2-small-w-olm"; fi
+    density "$RUNS/vist2-small-w-r2-init$s" "$from" 32
+    piece ocr "$config" "$RUNS/vist2-small-w-r2-init$s" "$RUNS/vist2-small-w-ocr-r2$s"
+    density "$RUNS/vist2-small-w-k64$s" "$RUNS/vist2-small-w-ocr-r2$s" 64
+    piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64$s" \
+        "$RUNS/vist2-small-w-olm$((n + 1))"
+}
+half_full 1 configs/train/small-windowed-ocr-sweep.json        # runs 9-10
+half_full 2 configs/train/small-windowed-ocr-sweep.json        # runs 11-12
+half_full 3 configs/train/small-windowed-ocr-long.json         # runs 13-14
+half_full 4 configs/train/small-windowed-ocr-long-2.json       # runs 15-16
