@@ -91,15 +91,16 @@ piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-ocr2" "$RUNS/vis
 density() {
     [ -f "$1/model.safetensors" ] || python scripts/with_density.py "$2" --page-tokens "$3" --out "$1"
 }
-# half_full N OCR_CONFIG: round N of runs 9-16, from the model of the OLM run before it: OCR on
-# half-full pages (K = 32), then the OLM stage at K = 64 again
+# half_full N OCR_CONFIG [OLM_CONFIG]: round N of runs 9-18, from the model of the OLM run before
+# it: OCR on half-full pages (K = 32), then the OLM stage at K = 64 again
 half_full() {
-    local n=$1 config=$2 s="-$1" from="$RUNS/vist2-small-w-olm$1"
+    local n=$1 config=$2 olm=${3:-configs/train/small-olm-mix.json} s="-$1"
+    local from="$RUNS/vist2-small-w-olm$1"
     if [ "$n" = 1 ]; then s=""; from="$RUNS/vist2-small-w-olm"; fi
     density "$RUNS/vist2-small-w-r2-init$s" "$from" 32
     piece ocr "$config" "$RUNS/vist2-small-w-r2-init$s" "$RUNS/vist2-small-w-ocr-r2$s"
     density "$RUNS/vist2-small-w-k64$s" "$RUNS/vist2-small-w-ocr-r2$s" 64
-    piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-k64$s" \
+    piece olm "$olm" "$RUNS/vist2-small-w-k64$s" \
         "$RUNS/vist2-small-w-olm$((n + 1))"
 }
 half_full 1 configs/train/small-windowed-ocr-sweep.json        # runs 9-10

@@ -174,6 +174,25 @@ class _Row:
     cache_entries: list[int] = field(default_factory=list)
 
 
+def prefill_forward(model, batch: dict[str, torch.Tensor], visual: torch.Tensor | None, cache):
+    """Run laid-out prompts (a `collate_layouts` batch) through the model into `cache`; returns
+    the model output with the last slot's logits only (B, 1, V). A prompt holds persistent slots
+    only, so rule 2 is plain causal attention over the valid slots: a (B, L) padding mask lets the
+    backend use its causal kernel instead of an (L x L) mask (1 GB at 32k slots)."""
+    device = next(model.parameters()).device
+    mask = batch["valid"] if bool(batch["persistent"].all()) else batch["attention_mask"]
+    return model(
+        input_ids=batch["input_ids"].to(device),
+        visual_mask=batch["visual_mask"].to(device),
+        visual_tokens=visual,
+        position_ids=batch["position_ids"].to(device),
+        attention_mask=mask.to(device),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+
+
 def _lm_step(model, ids, positions, mask, cache, visual=None) -> torch.Tensor:
     """The LLM on the new slots of every row: a token (ids (B, 1)), then optionally its chunk's
     visual tokens (B, β, D); positions (B, n); mask (B, 1, n, S) bool or None (see everything).
@@ -336,21 +355,8 @@ class Generation:
             capacity = -(-capacity // _CAPACITY_STEP) * _CAPACITY_STEP
         cache = make_cache(config.cache, engine.config.text_config.num_hidden_layers, capacity)
         self.kv = _BatchKV(engine.model, cache, batch["valid"].to(device))
-        # A prompt holds persistent slots only, so rule 2 is plain causal attention over the valid
-        # slots: a (B, L) padding mask lets the backend use its causal kernel instead of an
-        # (L x L) mask (1 GB at 32k slots).
-        mask = batch["valid"] if bool(batch["persistent"].all()) else batch["attention_mask"]
         t_llm = time.perf_counter()
-        out = engine.model(
-            input_ids=batch["input_ids"].to(device),
-            visual_mask=batch["visual_mask"].to(device),
-            visual_tokens=visual,
-            position_ids=batch["position_ids"].to(device),
-            attention_mask=mask.to(device),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        out = prefill_forward(engine.model, batch, visual, cache)
         if self.compiled:
             self.kv.fix(engine._compiled_step())
         _sync(device)

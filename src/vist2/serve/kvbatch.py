@@ -26,6 +26,7 @@ import torch
 from transformers import DynamicCache
 
 from vist2.cache import cache_bytes_per_entry
+from vist2.engine import prefill_forward
 
 
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
@@ -83,20 +84,8 @@ class BatchKV:
         the last rows; return their next-token logits (n, V)."""
         device = next(self.model.parameters()).device
         cache = DynamicCache()
-        valid = batch["valid"]  # [n, L]
-        # a prompt holds persistent slots only: a padding mask lets the backend run causal
-        mask = valid if bool(batch["persistent"].all()) else batch["attention_mask"]
-        out = self.model(
-            input_ids=batch["input_ids"].to(device),
-            visual_mask=batch["visual_mask"].to(device),
-            visual_tokens=visual,
-            position_ids=batch["position_ids"].to(device),
-            attention_mask=mask.to(device),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        self._merge(cache, valid.to(device))
+        out = prefill_forward(self.model, batch, visual, cache)
+        self._merge(cache, batch["valid"].to(device))  # valid: [n, L]
         return out.logits[:, -1].float()
 
     def _merge(self, cache: DynamicCache, valid: torch.Tensor) -> None:
