@@ -34,11 +34,13 @@
 #  14. OLM   as 10, from run 13
 #  15. OCR   configs/train/small-windowed-ocr-long-2.json  5,000 more, a new order of pages (seed 1)
 #  16. OLM   as 10, from run 15
+#  17. OCR   configs/train/small-windowed-ocr-long-3.json  7,000 more, data seed 2
+#  18. OLM   configs/train/small-olm-mix-half-lr.json  as 10 at half the lr (2.5e-4), data seed 1
 #
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 9.5 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 11 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -107,3 +109,4 @@ half_full 1 configs/train/small-windowed-ocr-sweep.json        # runs 9-10
 half_full 2 configs/train/small-windowed-ocr-sweep.json        # runs 11-12
 half_full 3 configs/train/small-windowed-ocr-long.json         # runs 13-14
 half_full 4 configs/train/small-windowed-ocr-long-2.json       # runs 15-16
+half_full 5 configs/train/small-windowed-ocr-long-3.json configs/train/small-olm-mix-half-lr.json  # 17-18
