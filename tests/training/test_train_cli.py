@@ -58,6 +58,10 @@ def test_train_then_plot_through_the_cli(tmp_path, capsys):
     with Image.open(tmp_path / "loss.png") as png:
         assert png.size[0] > png.size[1] > 100  # two panels side by side
     assert (tmp_path / "loss.png").stat().st_size < 200_000
+    args = parser().parse_args(["plot", *[str(run)] * 5, "--out", str(tmp_path / "five.png")])
+    assert args.func(args) == 0
+    with Image.open(tmp_path / "five.png") as five, Image.open(tmp_path / "loss.png") as two:
+        assert five.size == (2 * two.size[0], 2 * two.size[1])  # four to a row, then a second row
     assert main(["plot", str(run)]) == 0 and (run / "loss.png").is_file()
 
     # the next stage starts from the run directory

@@ -42,8 +42,10 @@ def _load(run_dir: Path) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out_png: str | Path, dpi: int = 80) -> Path:
-    """Draw the loss curve of each run (one panel each) into `out_png`."""
+def plot_runs(
+    run_dirs: Sequence[str | Path], out_png: str | Path, dpi: int = 80, columns: int = 4
+) -> Path:
+    """Draw the loss curve of each run (one panel each, `columns` to a row) into `out_png`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,8 +53,12 @@ def plot_runs(run_dirs: Sequence[str | Path], out_png: str | Path, dpi: int = 80
 
     runs = [Path(d) for d in run_dirs]
     records = [_load(d) for d in runs]
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
-    for ax, run_dir, recs in zip(axes[0], runs, records, strict=True):
+    cols = min(len(runs), columns)
+    rows = -(-len(runs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(runs) :]:  # the last row's empty cells
+        ax.set_visible(False)
+    for ax, run_dir, recs in zip(axes.flat, runs, records, strict=False):
         steps = [r["step"] for r in recs]
         losses = [r["loss"] for r in recs]
         ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="loss")
