@@ -36,11 +36,13 @@
 #  16. OLM   as 10, from run 15
 #  17. OCR   configs/train/small-windowed-ocr-long-3.json  7,000 more, data seed 2
 #  18. OLM   configs/train/small-olm-mix-half-lr.json  as 10 at half the lr (2.5e-4), data seed 1
+#  19. OCR   configs/train/small-windowed-ocr-long-4.json  7,000 more, data seed 3
+#  20. OLM   configs/train/small-olm-mix-half-lr-2.json  as 18, data seed 2
 #
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 11 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 13 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -93,7 +95,7 @@ piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-ocr2" "$RUNS/vis
 density() {
     [ -f "$1/model.safetensors" ] || python scripts/with_density.py "$2" --page-tokens "$3" --out "$1"
 }
-# half_full N OCR_CONFIG [OLM_CONFIG]: round N of runs 9-18, from the model of the OLM run before
+# half_full N OCR_CONFIG [OLM_CONFIG]: round N of runs 9-20, from the model of the OLM run before
 # it: OCR on half-full pages (K = 32), then the OLM stage at K = 64 again
 half_full() {
     local n=$1 config=$2 olm=${3:-configs/train/small-olm-mix.json} s="-$1"
@@ -110,3 +112,4 @@ half_full 2 configs/train/small-windowed-ocr-sweep.json        # runs 11-12
 half_full 3 configs/train/small-windowed-ocr-long.json         # runs 13-14
 half_full 4 configs/train/small-windowed-ocr-long-2.json       # runs 15-16
 half_full 5 configs/train/small-windowed-ocr-long-3.json configs/train/small-olm-mix-half-lr.json  # 17-18
+half_full 6 configs/train/small-windowed-ocr-long-4.json configs/train/small-olm-mix-half-lr-2.json  # 19-20
