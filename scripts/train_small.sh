@@ -38,11 +38,13 @@
 #  18. OLM   configs/train/small-olm-mix-half-lr.json  as 10 at half the lr (2.5e-4), data seed 1
 #  19. OCR   configs/train/small-windowed-ocr-long-4.json  7,000 more, data seed 3
 #  20. OLM   configs/train/small-olm-mix-half-lr-2.json  as 18, data seed 2
+#  21. OCR   configs/train/small-windowed-ocr-long-5.json  7,000 more, data seed 4
+#  22. OLM   configs/train/small-olm-mix-half-lr-3.json  as 18, data seed 3 (2 threads)
 #
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 13 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 14.5 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -95,7 +97,7 @@ piece olm configs/train/small-olm-mix.json "$RUNS/vist2-small-w-ocr2" "$RUNS/vis
 density() {
     [ -f "$1/model.safetensors" ] || python scripts/with_density.py "$2" --page-tokens "$3" --out "$1"
 }
-# half_full N OCR_CONFIG [OLM_CONFIG]: round N of runs 9-20, from the model of the OLM run before
+# half_full N OCR_CONFIG [OLM_CONFIG]: round N of runs 9-22, from the model of the OLM run before
 # it: OCR on half-full pages (K = 32), then the OLM stage at K = 64 again
 half_full() {
     local n=$1 config=$2 olm=${3:-configs/train/small-olm-mix.json} s="-$1"
@@ -113,3 +115,4 @@ half_full 3 configs/train/small-windowed-ocr-long.json         # runs 13-14
 half_full 4 configs/train/small-windowed-ocr-long-2.json       # runs 15-16
 half_full 5 configs/train/small-windowed-ocr-long-3.json configs/train/small-olm-mix-half-lr.json  # 17-18
 half_full 6 configs/train/small-windowed-ocr-long-4.json configs/train/small-olm-mix-half-lr-2.json  # 19-20
+half_full 7 configs/train/small-windowed-ocr-long-5.json configs/train/small-olm-mix-half-lr-3.json  # 21-22
