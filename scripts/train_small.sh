@@ -41,10 +41,16 @@
 #  21. OCR   configs/train/small-windowed-ocr-long-5.json  7,000 more, data seed 4
 #  22. OLM   configs/train/small-olm-mix-half-lr-3.json  as 18, data seed 3 (2 threads)
 #
+# Then full pages again (docs/model/vist2-small.md, item 13: half-full pages never put text in
+# the bottom half of the page, so the model never learned to read there):
+#
+#  23. OCR   configs/train/small-windowed-ocr-full.json  4,000 steps at K = 64 (r = 4), seed 5
+#  24. OLM   configs/train/small-olm-mix-half-lr-4.json  as 18, data seed 4
+#
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 14.5 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 15.5 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -116,3 +122,6 @@ half_full 4 configs/train/small-windowed-ocr-long-2.json       # runs 15-16
 half_full 5 configs/train/small-windowed-ocr-long-3.json configs/train/small-olm-mix-half-lr.json  # 17-18
 half_full 6 configs/train/small-windowed-ocr-long-4.json configs/train/small-olm-mix-half-lr-2.json  # 19-20
 half_full 7 configs/train/small-windowed-ocr-long-5.json configs/train/small-olm-mix-half-lr-3.json  # 21-22
+# full pages (K = 64) from run 22's model: runs 23-24
+piece ocr configs/train/small-windowed-ocr-full.json "$RUNS/vist2-small-w-olm8" "$RUNS/vist2-small-w-ocr-full"
+piece olm configs/train/small-olm-mix-half-lr-4.json "$RUNS/vist2-small-w-ocr-full" "$RUNS/vist2-small-w-olm9"

@@ -35,6 +35,16 @@ def test_render_reports_the_compression(tiny_dir, tmp_path, capsys):
     assert len(pngs) == n_pages
 
 
+def test_render_takes_a_shipped_model_by_name(tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("Call me Ishmael. " * 40, encoding="utf-8")
+    out_dir = tmp_path / "pages"
+    args = ["render", str(src), "--model", "vist2-small", "--out", str(out_dir), "--max-pages", "1"]
+    assert main(args) == 0
+    assert "(K=64, β=16)" in capsys.readouterr().out
+    assert len(list(out_dir.glob("page_*.png"))) == 1
+
+
 def test_generate_json_reports_a_bounded_cache(tiny_dir, capsys):
     k, beta = 64, 16
     args = [

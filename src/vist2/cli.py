@@ -100,7 +100,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from vist2.chunker import split_into_chunks
-    from vist2.loading import load_config, load_tokenizer, tiny_tokenizer_path
+    from vist2.loading import load_config, load_tokenizer, resolve_model_dir, tiny_tokenizer_path
     from vist2.presets import preset_config
     from vist2.render import PageRenderer
 
@@ -108,7 +108,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     out = output_dir(args.out)
     if args.model:
         config = load_config(args.model)
-        tokenizer = load_tokenizer(args.tokenizer or args.model)
+        tokenizer = load_tokenizer(args.tokenizer or resolve_model_dir(args.model))
     else:
         config = preset_config(args.preset)
         tokenizer = load_tokenizer(args.tokenizer or tiny_tokenizer_path())
