@@ -99,7 +99,16 @@ def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):
     lines = gain["by_line"]  # the same gain, line by line down the page
     assert lines and sum(row["tokens"] for row in lines) == gain["tokens"]
     assert (tmp_path / "ocr_line_gain.png").stat().st_size > 0
-    assert "| line |" in (tmp_path / "ocr.md").read_text()
+    markdown = (tmp_path / "ocr.md").read_text()
+    assert markdown.count("| line |") == 2  # the gain, and the loss from the real page
+    real_by_line = [
+        float(row.split("|")[2])
+        for row in markdown.split("The loss from the real")[1].split("\n")
+        if row.startswith("| 1 |")
+    ]
+    first_lang = next(lang for lang in report["runs"][0]["page_gain"] if lang != "all")
+    first_line = report["runs"][0]["page_gain"][first_lang]["by_line"][0]
+    assert real_by_line == [round(first_line["real_nll"], 3)]  # the first curve's line 1
     worst = report["runs"][0]["worst"]
     assert len(worst) == 3 and all((tmp_path / w["image"]).is_file() for w in worst)
     assert worst[0]["character_accuracy"] <= worst[-1]["character_accuracy"]

@@ -317,7 +317,11 @@ def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
     if len(sizes) > 1:
         ratio_png(report["runs"], out / "ocr_ratio.png")
     if run.control:
-        line_gain_png(gain_curves(report["runs"]), out / "ocr_line_gain.png")
+        line_gain_png(
+            gain_curves(report["runs"]),
+            out / "ocr_line_gain.png",
+            real=gain_curves(report["runs"], "real_nll"),
+        )
     (out / "ocr.md").write_text(ocr_markdown(report), encoding="utf-8")
     return report
 
@@ -337,34 +341,45 @@ def _score_row(label: str, r: float, s: dict) -> list:
     ]
 
 
-def gain_curves(runs: Sequence[dict]) -> dict[str, list[float]]:
-    """Page gain per line (nats per token), one curve per language and ratio: 'en, r=4'."""
+def gain_curves(runs: Sequence[dict], key: str = "gain_nats") -> dict[str, list[float]]:
+    """A per-line figure of the page-gain rows (`gain_nats`, or `real_nll`: the loss from the
+    real page), one curve per language and ratio: 'en, r=4'."""
     curves = {}
     for run in runs:
         by_lang = run.get("page_gain") or {}
         langs = [lang for lang in by_lang if lang != "all"] or list(by_lang)
         for lang in langs:
             label = f"{lang}, r={run['compression_ratio']:g}"
-            curves[label] = [row["gain_nats"] for row in by_lang[lang]["by_line"]]
+            curves[label] = [row[key] for row in by_lang[lang]["by_line"]]
     return curves
 
 
-def line_gain_lines(runs: Sequence[dict]) -> list[str]:
-    """The markdown under the gain table: the gain line by line down the page."""
+def _line_table(curves: dict[str, list[float]]) -> str:
     from vist2.eval.report import markdown_table
 
-    curves = gain_curves(runs)
     depth = max(len(c) for c in curves.values())
     rows = [
         [str(k + 1), *(f"{c[k]:.3f}" if k < len(c) else "" for c in curves.values())]
         for k in range(depth)
     ]
+    return markdown_table(["line", *curves], rows)
+
+
+def line_gain_lines(runs: Sequence[dict]) -> list[str]:
+    """The markdown under the gain table: the gain, and the loss from the real page, line by
+    line down the page."""
     return [
         "The gain line by line (line 1 = the top of the page): where on a page reading stops.",
         "",
-        markdown_table(["line", *curves], rows),
+        _line_table(gain_curves(runs)),
         "",
-        "![page gain by line](ocr_line_gain.png)",
+        "The loss from the real page line by line (nats per token): the reading itself. Read the "
+        "gain with it: a model that relies on its pages does worse from a blank one, which raises "
+        "the gain with no better reading.",
+        "",
+        _line_table(gain_curves(runs, "real_nll")),
+        "",
+        "![page gain and real-page loss by line](ocr_line_gain.png)",
     ]
 
 

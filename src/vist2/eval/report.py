@@ -129,10 +129,15 @@ def ratio_png(runs: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def line_gain_png(curves: dict[str, list[float]], path: Path) -> None:
-    """Page gain (blank - real loss, nats per token) against the line of the page."""
+def line_gain_png(
+    curves: dict[str, list[float]], path: Path, real: dict[str, list[float]] | None = None
+) -> None:
+    """Page gain (blank - real loss, nats per token) against the line of the page; with `real`,
+    a second panel: the loss from the real page, line by line (the same labels)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    panels = 2 if real else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.5), squeeze=False)
+    ax = axes[0][0]
     for label, gains in curves.items():
         ax.plot(range(1, len(gains) + 1), gains, "-o", label=label)
     ax.axhline(0, color="grey", linewidth=0.8)
@@ -140,6 +145,14 @@ def line_gain_png(curves: dict[str, list[float]], path: Path) -> None:
     ax.set_ylabel("page gain, nats per token")
     ax.set_title("What the page tells the model, line by line")
     ax.legend(fontsize=8)
+    if real:
+        ax = axes[0][1]
+        for label, losses in real.items():
+            ax.plot(range(1, len(losses) + 1), losses, "-o", label=label)
+        ax.set_xlabel("line of the page (1 = top)")
+        ax.set_ylabel("loss from the real page, nats per token")
+        ax.set_title("The reading itself: lower is better")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
