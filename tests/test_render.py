@@ -240,6 +240,26 @@ def test_auto_fit_picks_the_largest_size_that_fits():
         PageRenderer(bigger).render(text)
 
 
+def test_a_fixed_line_pitch_keeps_every_line_inside_one_cell_row():
+    """line_height=16 with margin 0 on a 128 px page: lines sit on a 16 px grid at every font
+    size auto-fit picks, so none straddles the 32 px cells of a windowed encoder."""
+    config = RenderConfig(
+        page_width=128, page_height=128, font_size=12, min_font_size=7, margin=0, line_height=16
+    )
+    renderer = PageRenderer(config)
+    for n_chars in (60, 150, 190):  # 12 px, then smaller sizes as the text grows
+        text = corpus("en", "moby_dick.txt", 30_000, n_chars)
+        _, boxes = renderer.char_boxes(text)  # (n_drawn, 5): index, x0, y0, x1, y1
+        assert (
+            len(boxes) and (boxes[:, 2] % 16 == 0).all() and (boxes[:, 4] - boxes[:, 2] == 16).all()
+        )
+        assert (boxes[:, 2] // 32 == (boxes[:, 4] - 1) // 32).all()  # one cell row per line
+        page = renderer.render(text)
+        assert page.lines <= 8
+        assert (page.image[16 * page.lines :] == 255).all()  # nothing below the last line
+    assert page.font_size < config.font_size
+
+
 def test_overflow_error_names_the_chunk():
     text = corpus("en", "moby_dick.txt", 30_000, 6000)
     renderer = PageRenderer(RenderConfig(**SMALL, overflow="error"))
@@ -328,6 +348,9 @@ def test_backends_agree_with_fallback_kerning_font_and_missing_boxes():
         ({"min_font_size": 12}, "min_font_size"),
         ({"line_spacing": 0.0}, "line_spacing"),
         ({"line_spacing": float("nan")}, "line_spacing"),
+        ({"line_height": 0}, "line_height"),
+        ({"line_height": "16"}, "line_height"),
+        ({"line_height": 600}, "line_height"),
         ({"margin": -1}, "margin"),
         ({"margin": 300}, "margin"),
         ({"backend": "cairo"}, "backend"),

@@ -102,6 +102,10 @@ class RenderConfig:
     """Auto-fit lower bound; equal to `font_size` disables auto-fit."""
     line_spacing: float = 1.2
     """Line height = round(font_size * line_spacing) pixels."""
+    line_height: int | None = None
+    """A fixed line pitch in pixels at every font size, overriding `line_spacing`: with
+    `margin` 0 and a pitch that divides a windowed encoder's cell (`VIST2Config.vision_window`),
+    no line straddles two cells. None -> round(font_size * line_spacing)."""
     margin: int = 4
     """Blank border in pixels on every side."""
     backend: str = "atlas"
@@ -140,9 +144,19 @@ class RenderConfig:
                 f"RenderConfig.line_spacing={spacing} makes lines at min_font_size "
                 f"({self.min_font_size}) less than 1 pixel high"
             )
+        pitch = self.line_height
+        if pitch is not None and (isinstance(pitch, bool) or not isinstance(pitch, int)):
+            raise ConfigError(f"RenderConfig.line_height must be an int or None, got {pitch!r}")
+        if pitch is not None and pitch < 1:
+            raise ConfigError(f"RenderConfig.line_height must be >= 1, got {pitch}")
         usable_w = self.page_width - 2 * self.margin
         usable_h = self.page_height - 2 * self.margin
-        line_h = max(round(self.font_size * spacing), self.font_size)
+        line_h = pitch or max(round(self.font_size * spacing), self.font_size)
+        if pitch is not None and usable_h < pitch:
+            raise ConfigError(
+                f"RenderConfig.line_height={pitch} is taller than the {usable_h} px a "
+                f"{self.page_height} px page leaves inside its margins"
+            )
         if usable_w < self.font_size or usable_h < line_h:
             raise ConfigError(
                 f"RenderConfig.margin={self.margin} leaves {usable_w}x{usable_h} px of a "
@@ -165,6 +179,10 @@ class RenderConfig:
                 raise ConfigError(f"RenderConfig.{name} must be a str path or None, got {value!r}")
             if not os.path.isfile(value):
                 raise ConfigError(f"RenderConfig.{name}: font file {value!r} does not exist")
+
+    def line_pitch(self, size: int) -> int:
+        """Pixels from one line's top to the next's at font size `size`."""
+        return self.line_height or round(size * self.line_spacing)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict; `from_dict(to_dict())` gives an equal config."""
@@ -644,9 +662,7 @@ class PageRenderer:
             if layout is not None:
                 return layout
         where = f"chunk {index}" if index is not None else "text"
-        max_lines = (cfg.page_height - 2 * cfg.margin) // round(
-            cfg.min_font_size * cfg.line_spacing
-        )
+        max_lines = (cfg.page_height - 2 * cfg.margin) // cfg.line_pitch(cfg.min_font_size)
         raise PageOverflowError(
             f"{where} ({len(t.text)} characters) does not fit a {cfg.page_width}x{cfg.page_height} "
             f"page at any font size tried ({tried} px; at {cfg.min_font_size} px the page holds "
@@ -661,7 +677,7 @@ class PageRenderer:
         """Greedy line breaking at one font size; None when it needs more lines than fit."""
         cfg = self.config
         table = self._size_table(size)
-        line_height = round(size * cfg.line_spacing)
+        line_height = cfg.line_pitch(size)
         max_lines = (cfg.page_height - 2 * cfg.margin) // line_height
         avail = cfg.page_width - 2 * cfg.margin
         advance = table.advance[t.slots].astype(np.int64)  # (n,)
