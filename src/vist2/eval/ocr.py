@@ -318,9 +318,9 @@ def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
         ratio_png(report["runs"], out / "ocr_ratio.png")
     if run.control:
         line_gain_png(
-            gain_curves(report["runs"]),
+            line_curves(report["runs"]),
             out / "ocr_line_gain.png",
-            real=gain_curves(report["runs"], "real_nll"),
+            real=line_curves(report["runs"], "real_nll"),
         )
     (out / "ocr.md").write_text(ocr_markdown(report), encoding="utf-8")
     return report
@@ -341,7 +341,7 @@ def _score_row(label: str, r: float, s: dict) -> list:
     ]
 
 
-def gain_curves(runs: Sequence[dict], key: str = "gain_nats") -> dict[str, list[float]]:
+def line_curves(runs: Sequence[dict], key: str = "gain_nats") -> dict[str, list[float]]:
     """A per-line figure of the page-gain rows (`gain_nats`, or `real_nll`: the loss from the
     real page), one curve per language and ratio: 'en, r=4'."""
     curves = {}
@@ -371,13 +371,13 @@ def line_gain_lines(runs: Sequence[dict]) -> list[str]:
     return [
         "The gain line by line (line 1 = the top of the page): where on a page reading stops.",
         "",
-        _line_table(gain_curves(runs)),
+        _line_table(line_curves(runs)),
         "",
         "The loss from the real page line by line (nats per token): the reading itself. Read the "
         "gain with it: a model that relies on its pages does worse from a blank one, which raises "
         "the gain with no better reading.",
         "",
-        _line_table(gain_curves(runs, "real_nll")),
+        _line_table(line_curves(runs, "real_nll")),
         "",
         "![page gain and real-page loss by line](ocr_line_gain.png)",
     ]
