@@ -14,17 +14,10 @@ SOURCE=${1:?usage: bash scripts/ship_small_model.sh RUN_DIR/checkpoints/step-N (
 OUT=src/vist2/assets/models/vist2-small
 export PYTHONPATH=${PYTHONPATH:-$PWD/src}
 
-python -m vist2.training.export "$SOURCE" --out "$OUT"
-# every run of the chain (training.json: run, started_from: ...), first to last, one panel each
-mapfile -t RUNS < <(python - "$OUT/training.json" <<'PY'
-import json, sys
-info, runs = json.load(open(sys.argv[1])), []
-while info:
-    runs.append(info["run"])
-    info = info.get("started_from")
-print("\n".join(reversed(runs)))
-PY
-)
+# the export refuses a file over the issue's 50 MB limit; then prints every run of the chain
+# (training.json: run, started_from: ...), first to last: one loss panel each
+CHAIN=$(python -m vist2.training.export "$SOURCE" --out "$OUT" --max-mb 50 --print-chain)
+mapfile -t RUNS <<< "$CHAIN"
 mkdir -p docs/model
 MISSING=()
 for run in "${RUNS[@]}"; do
@@ -36,11 +29,6 @@ else  # an earlier session's runs: their curves are in the PNG already, not on t
     echo "not redrawn: docs/model/vist2-small-loss.png (runs not here: ${MISSING[*]});" \
         "plot the runs you have with: vist2 plot RUN_DIR ... --out PNG" >&2
 fi
-python - "$OUT" <<'PY'
-import os, sys
-size = os.path.getsize(os.path.join(sys.argv[1], "model.safetensors"))
-assert size <= 50e6, f"model.safetensors is {size / 1e6:.1f} MB, over the 50 MB limit"
-PY
 # loads by name, offline, and writes under every policy
 for policy in global prompt none; do
     vist2 generate --model vist2-small --policy "$policy" --max-new-tokens 8 \

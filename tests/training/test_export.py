@@ -14,7 +14,7 @@ from train_helpers import (
 
 from vist2.errors import Vist2Error
 from vist2.loading import load_model, shipped_model_path
-from vist2.training.export import export, main, provenance, started_from
+from vist2.training.export import chain_runs, export, main, provenance, started_from
 from vist2.training.trainer import train
 
 
@@ -65,9 +65,21 @@ def test_a_run_that_continues_another_exports_the_whole_chain(run_dir, tmp_path)
     third = tmp_path / "third"
     train(tiny_train_config("olm", max_steps=1), tmp_path / "out", str(corpus), third)
     assert provenance(third, third / "model")["started_from"] == info
+    assert chain_runs(tmp_path / "out") == [str(run_dir), str(second)]
     # a shipped model by name: its own training.json
     shipped = json.loads((shipped_model_path("vist2-small") / "training.json").read_text())
     assert started_from("vist2-small") == shipped
+
+
+def test_print_chain_and_a_size_limit(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(run_dir), "--out", str(out), "--print-chain"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(run_dir)]
+    before = (out / "model.safetensors").read_bytes()
+    assert main([str(run_dir), "--out", str(out), "--max-mb", "0.001"]) == 2
+    assert "over the 0.001 MB limit" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == before  # left as it was
+    assert not (tmp_path / ".tmp-out").exists()
 
 
 def test_bad_sources_are_one_clear_error(tmp_path, capsys):

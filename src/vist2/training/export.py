@@ -9,6 +9,10 @@ config.json, model.safetensors, the tokenizer and `training.json` (where the wei
 run, step, loss, training time, the run's config, and the same for each earlier run of the chain
 it continues), written atomically (a temp dir, then a rename).
 
+    python -m vist2.training.export SOURCE --out DIR --max-mb 50 --print-chain
+
+`--max-mb` refuses a model over that size (DIR untouched); `--print-chain` prints, after the
+export, the run directories of the chain, first to last (stdout; the summary goes to stderr).
 `scripts/ship_small_model.sh` uses this to put vist2-small into the package.
 """
 
@@ -114,8 +118,26 @@ def provenance(run_dir: Path, weights: Path) -> dict:
     }
 
 
-def export(source: str | Path, out: str | Path, dtype: torch.dtype = torch.float32) -> Path:
-    """Write the model of `source` (checkpoint or run) into `out`; returns `out`."""
+def chain_runs(model_dir: str | Path) -> list[str]:
+    """The run directories a model's training.json records, first run to last."""
+    path = Path(model_dir) / "training.json"
+    if not path.is_file():
+        raise Vist2Error(f"{path} not found: export a run first (python -m vist2.training.export)")
+    info, runs = json.loads(path.read_text(encoding="utf-8")), []
+    while info:
+        runs.append(info["run"])
+        info = info.get("started_from")
+    return runs[::-1]
+
+
+def export(
+    source: str | Path,
+    out: str | Path,
+    dtype: torch.dtype = torch.float32,
+    max_mb: float | None = None,
+) -> Path:
+    """Write the model of `source` (checkpoint or run) into `out`; returns `out`. With `max_mb`,
+    a model.safetensors over that many MB (1e6 bytes) is an error and `out` is left as it was."""
     run_dir, weights = find_weights(Path(source))
     base = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["model"]
     base_dir = resolve_model_dir(base)
@@ -137,6 +159,13 @@ def export(source: str | Path, out: str | Path, dtype: torch.dtype = torch.float
     load_tokenizer(base_dir).save_pretrained(str(tmp))
     info = provenance(run_dir, weights)
     (tmp / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    size_mb = (tmp / "model.safetensors").stat().st_size / 1e6
+    if max_mb is not None and size_mb > max_mb:
+        shutil.rmtree(tmp)
+        raise Vist2Error(
+            f"model.safetensors would be {size_mb:.1f} MB, over the {max_mb:g} MB limit; "
+            f"{out} is unchanged (export in bfloat16, or ship a smaller model)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(tmp, out)
     return out
@@ -147,9 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="RUN_DIR/checkpoints/step-N, or a run directory")
     parser.add_argument("--out", required=True, help="model directory to write (replaced)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    parser.add_argument("--max-mb", type=float, help="refuse a model.safetensors over this size")
+    parser.add_argument(
+        "--print-chain", action="store_true", help="then print the chain's run dirs, first to last"
+    )
     args = parser.parse_args(argv)
     try:
-        out = export(args.source, args.out, DTYPES[args.dtype])
+        out = export(args.source, args.out, DTYPES[args.dtype], args.max_mb)
     except Vist2Error as err:
         print(f"vist2: error: {err}", file=sys.stderr)
         return 2
@@ -158,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     loss = "?" if info["loss"] is None else f"{info['loss']:.4f}"
     print(
         f"wrote {out}: step {info['step']} of {info['run']}, loss {loss}, "
-        f"model.safetensors {size / 1e6:.1f} MB"
+        f"model.safetensors {size / 1e6:.1f} MB",
+        file=sys.stderr if args.print_chain else sys.stdout,
     )
+    if args.print_chain:
+        print("\n".join(chain_runs(out)))
     return 0
 
 
@@ -167,4 +203,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["export", "find_weights", "main", "provenance", "started_from"]
+__all__ = ["chain_runs", "export", "find_weights", "main", "provenance", "started_from"]
