@@ -26,21 +26,14 @@ TOKENIZER=${TOKENIZER:-../shared/assets/qwen3-tokenizer}
 SMOKE=${SMOKE:-0}
 mkdir -p "$RUNS"
 
-# config STAGE: the stage's config file, shrunk to a 2-step path check under SMOKE=1
-config() {
-    local file="configs/train/reader-115m-$1.json"
-    if [ "$SMOKE" = 1 ]; then
-        python - "$file" "$RUNS/smoke-$1.json" <<'PY'
-import json, sys
-config = json.load(open(sys.argv[1]))
-config.update(batch_size=2, micro_batch_size=2, max_steps=2, max_length=1024, num_workers=0,
-              save_every=0, mixed_precision="no")
-json.dump(config, open(sys.argv[2], "w"), indent=2)
-PY
-        file="$RUNS/smoke-$1.json"
-    fi
-    echo "$file"
-}
+# SMOKE=1: every stage's config shrunk to a 2-step path check
+SMALL=()
+if [ "$SMOKE" = 1 ]; then
+    for field in batch_size=2 micro_batch_size=2 max_steps=2 max_length=1024 num_workers=0 \
+        save_every=0 mixed_precision=no; do
+        SMALL+=(--set "$field")
+    done
+fi
 
 # train STAGE FROM OUT [options]: one run; resumes OUT if it has checkpoints
 train() {
@@ -51,7 +44,7 @@ train() {
         resume=(--resume)
     fi
     vist2 train --stage "$stage" --model "$from" --data "$DATA/en" --out "$out" \
-        --config "$(config "$stage")" "${resume[@]}" "$@"
+        --config "configs/train/reader-115m-$stage.json" "${SMALL[@]}" "${resume[@]}" "$@"
     vist2 plot "$out" --out "$RUNS/loss-$stage.png"
 }
 

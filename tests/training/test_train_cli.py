@@ -48,10 +48,20 @@ def test_train_then_plot_through_the_cli(tmp_path, capsys):
         str(run),
     ]
     argv += ["--recipe", "tiny", "--config", str(config), "--max-steps", "3"]
+    argv += [
+        "--set",
+        "max_steps=7",
+        "--set",
+        "seed=11",
+        "--set",
+        'learning_rates={"aligner": 0.001}',
+    ]
     args = parser().parse_args(argv)
     assert args.func(args) == 0
     assert (run / "model" / "model.safetensors").is_file()
-    assert json.loads((run / "train_config.json").read_text())["max_steps"] == 3  # --max-steps wins
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["max_steps"] == 3  # --max-steps wins over --set, --set over --config
+    assert saved["seed"] == 11 and saved["learning_rates"]["aligner"] == 0.001
 
     args = parser().parse_args(["plot", str(run), str(run), "--out", str(tmp_path / "loss.png")])
     assert args.func(args) == 0
@@ -143,6 +153,16 @@ def test_text_baseline_stage_trains_the_llm_only(tmp_path):
             "no field",
         ),
         (["plot", "{tmp}"], "no metrics.jsonl"),
+        (
+            ["train", "--stage", "olm", "--model", "{model}", "--data", "x", "--out", "{tmp}/r"]
+            + ["--set", "micro_batch_size"],
+            "write FIELD=VALUE",
+        ),
+        (
+            ["train", "--stage", "olm", "--model", "{model}", "--data", "x", "--out", "{tmp}/r"]
+            + ["--set", "micro_batch=4"],
+            "no field",
+        ),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(argv, message, tmp_path, capsys):

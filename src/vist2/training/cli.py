@@ -1,12 +1,13 @@
 """`vist2 train`, `vist2 plot`, `vist2 loss-memory`: register them on the main CLI with `add_commands(subparsers)`.
 
     vist2 train --stage caption|ocr|olm|sft|text --model DIR --data PATH --out RUN_DIR
-                [--recipe paper|tiny] [--config FILE.json] [--max-steps N] [--resume] [--stop-after STEP]
+                [--recipe paper|tiny] [--config FILE.json] [--set FIELD=VALUE ...] [--max-steps N]
+                [--resume] [--stop-after STEP]
     vist2 plot RUN_DIR [RUN_DIR ...] [--out PNG]
     vist2 loss-memory [--preset NAME] [--slots 8192] ...   (vist2.training.memory)
 
 The config of a run is the recipe, then the JSON file's fields (`TrainConfig` names; unknown
-names are an error), then `--max-steps`. Multi-process: `accelerate launch [--config_file
+names are an error), then each `--set`, then `--max-steps`. Multi-process: `accelerate launch [--config_file
 configs/accelerate/...] -m vist2.cli train ...` (or `-m vist2.training train ...`).
 """
 
@@ -19,12 +20,13 @@ from vist2.errors import Vist2Error
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vist2.training.config import load_overrides, recipe
+    from vist2.training.config import load_overrides, parse_set, recipe
     from vist2.training.datasets import SYNTHETIC
     from vist2.training.trainer import train
 
     config = recipe(args.stage, args.recipe)
     overrides = load_overrides(args.config) if args.config else {}
+    overrides.update(parse_set(args.set))
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     if overrides:
@@ -81,6 +83,14 @@ def add_commands(subparsers) -> None:
         help="base settings: paper (Table 8) or tiny (CPU demo)",
     )
     p.add_argument("--config", help="JSON file of TrainConfig fields that override the recipe")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override one TrainConfig field after --config (repeatable; VALUE is JSON or a "
+        "string), e.g. --set micro_batch_size=4 --set mixed_precision=no",
+    )
     p.add_argument(
         "--max-steps", type=int, help="optimizer steps (default: the recipe's; paper = one epoch)"
     )

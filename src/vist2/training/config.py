@@ -370,6 +370,21 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set FIELD=VALUE` pairs as TrainConfig overrides: VALUE is read as JSON (`8`, `1e-4`,
+    `null`, `true`, `{"aligner": 0.001}`), or else kept as a string (`bf16`)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set {item!r}: write FIELD=VALUE, e.g. --set micro_batch_size=4")
+        try:
+            overrides[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = text
+    return overrides
+
+
 # -- recipes --------------------------------------------------------------------------------------
 
 
@@ -441,5 +456,6 @@ __all__ = [
     "CurriculumLevel",
     "TrainConfig",
     "load_overrides",
+    "parse_set",
     "recipe",
 ]
