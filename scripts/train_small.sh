@@ -125,3 +125,6 @@ half_full 7 configs/train/small-windowed-ocr-long-5.json configs/train/small-olm
 # full pages (K = 64) from run 22's model: runs 23-24
 piece ocr configs/train/small-windowed-ocr-full.json "$RUNS/vist2-small-w-olm8" "$RUNS/vist2-small-w-ocr-full"
 piece olm configs/train/small-olm-mix-half-lr-4.json "$RUNS/vist2-small-w-ocr-full" "$RUNS/vist2-small-w-olm9"
+# a second round on full pages from run 24's model: runs 25-26
+piece ocr configs/train/small-windowed-ocr-full-2.json "$RUNS/vist2-small-w-olm9" "$RUNS/vist2-small-w-ocr-full-2"
+piece olm configs/train/small-olm-mix-half-lr-5.json "$RUNS/vist2-small-w-ocr-full-2" "$RUNS/vist2-small-w-olm10"
