@@ -14,10 +14,12 @@ from vist2.errors import Vist2Error
 from vist2.eval.data import read_eval_documents
 from vist2.eval.ocr import (
     GreedyReader,
+    OCRPage,
     OCRRun,
     check_ocr_budget,
     ocr_pages,
     oracle_reader,
+    other_page_floor,
     run_ocr,
 )
 from vist2.layout import build_layout, collate_layouts, ocr_layout
@@ -96,6 +98,10 @@ def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):
     gain = report["runs"][0]["page_gain"]["all"]  # random weights: the page tells it ~nothing
     assert gain["real_nll"] > 5.0 and abs(gain["gain_nats"]) < 0.1 * gain["blank_nll"]
     assert "loss, blank page" in (tmp_path / "ocr.md").read_text()
+    floor = report["runs"][0]["other_page_floor"]["all"]  # another page's text as the reading
+    assert floor["pages"] == 12 and 0.0 < floor["character_accuracy"] < 1.0
+    assert floor["exact_page_rate"] == 0.0
+    assert "another page's text (floor)" in (tmp_path / "ocr.md").read_text()
     lines = gain["by_line"]  # the same gain, line by line down the page
     assert lines and sum(row["tokens"] for row in lines) == gain["tokens"]
     assert (tmp_path / "ocr_line_gain.png").stat().st_size > 0
@@ -178,3 +184,16 @@ def test_page_loss_is_the_training_layouts_loss(model_dir, data_dir):
         )
     assert n == out.num_labelled
     assert abs(nats / n - float(out.loss)) < 1e-4
+
+
+def test_the_floor_scores_each_page_against_another_of_its_language():
+    def page(i, text, language="en"):
+        return OCRPage(i, "s", tuple(range(i, i + len(text.split()))), text, language)
+
+    same = [page(0, "the cat sat"), page(1, "the cat sat")]
+    assert other_page_floor(same)["en"]["character_accuracy"] == 1.0  # same text: a perfect "read"
+    mixed = [page(0, "the cat sat"), page(1, "a dog ran off"), page(2, "水浒传", "zh")]
+    floor = other_page_floor(mixed)
+    assert set(floor) == {"en", "all"}  # one Chinese page has no other to be scored against
+    assert floor["en"]["pages"] == 2 and floor["en"]["character_accuracy"] < 0.5
+    assert other_page_floor(mixed[2:]) == {}

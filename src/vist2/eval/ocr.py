@@ -175,6 +175,23 @@ def summarize(results: Sequence[PageResult]) -> dict[str, dict]:
     return summary
 
 
+def other_page_floor(pages: Sequence[OCRPage]) -> dict[str, dict]:
+    """What fluent text that is not on the page scores: each page "read" as the next page of its
+    language (a real held-out text of the same kind, cyclic), scored like a reading. No model is
+    involved; a reader has to beat this to be reading. A language with one page is left out."""
+    by_lang: dict[str, list[OCRPage]] = {}
+    for page in pages:
+        by_lang.setdefault(page.language, []).append(page)
+    results = []
+    for same in by_lang.values():
+        if len(same) < 2:
+            continue
+        for page, other in zip(same, same[1:] + same[:1], strict=True):
+            score = score_page(page.text, other.text, page.token_ids, other.token_ids)
+            results.append(PageResult(page, list(other.token_ids), other.text, score))
+    return summarize(results) if results else {}
+
+
 def worst_pages(results: Sequence[PageResult], count: int) -> list[PageResult]:
     """The `count` pages with the lowest character accuracy (ties: lowest token accuracy)."""
     order = sorted(
@@ -264,6 +281,7 @@ def ocr_at(
         "compression_ratio": page_tokens / beta,
         "summary": summarize(results),
         "blank_page_control": control,
+        "other_page_floor": other_page_floor([r.page for r in results]),
         "page_gain": gain,
         "pages_per_s": len(results) / max(seconds, 1e-9),
         "seconds": seconds,
@@ -392,6 +410,8 @@ def ocr_markdown(report: dict) -> str:
         rows += [_score_row(lang, r, s) for lang, s in run["summary"].items()]
         for lang, s in (run["blank_page_control"] or {}).items():
             rows.append(_score_row(f"{lang}, blank pages (control)", r, s))
+        for lang, s in (run.get("other_page_floor") or {}).items():
+            rows.append(_score_row(f"{lang}, another page's text (floor)", r, s))
     header = ["language", "r", "pages", "character accuracy", "exact pages", "token accuracy"]
     speed = ", ".join(f"{run['pages_per_s']:.2f}" for run in report["runs"])
     lines = [
@@ -405,6 +425,14 @@ def ocr_markdown(report: dict) -> str:
         "",
         "![character accuracy per page](ocr_hist.png)",
     ]
+    if any(run.get("other_page_floor") for run in report["runs"]):
+        lines += [
+            "",
+            "*Floor*: each page scored against the text of another held-out page of its language, "
+            "no model involved: what fluent text that is not on the page earns. A reader beats it "
+            "by reading; a blank-page control can score below it (a model that writes blank lines "
+            "from a blank page).",
+        ]
     gains = [
         [
             lang,
