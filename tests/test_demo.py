@@ -18,6 +18,8 @@ def test_demo_prints_text_table_and_a_page_read_back(tmp_path, capsys):
     assert cache_ratio["global"] < cache_ratio["prompt"] < 1.0  # output pages are compressed too
     assert (tmp_path / "out" / "page_0.png").is_file()
     assert "character accuracy:" in out
+    floor = out.split("scored as if read from this one: ")[1].split(")")[0]  # the next page's text
+    assert 0.0 <= float(floor) <= 1.0
 
 
 def test_demo_missing_prompt_file_is_one_clear_error(tmp_path, capsys):
