@@ -14,8 +14,8 @@ SOURCE=${1:?usage: bash scripts/ship_small_model.sh RUN_DIR/checkpoints/step-N (
 OUT=src/vist2/assets/models/vist2-small
 export PYTHONPATH=${PYTHONPATH:-$PWD/src}
 
-# the export refuses a file over the issue's 50 MB limit; then prints every run of the chain
-# (training.json: run, started_from: ...), first to last: one loss panel each
+# the export refuses a model over the package's 50 MB limit (the shipped one stays), then prints
+# every run of the chain (training.json: run, started_from: ...), first to last: a loss panel each
 CHAIN=$(python -m vist2.training.export "$SOURCE" --out "$OUT" --max-mb 50 --print-chain)
 mapfile -t RUNS <<< "$CHAIN"
 mkdir -p docs/model

@@ -15,8 +15,9 @@
 # RUNS (default runs/reader-115m) holds the runs, loss curves and reports; DATA the corpora
 # (default ../shared/corpora); TOKENIZER the Qwen3 tokenizer (default ../shared/assets/
 # qwen3-tokenizer; where the shared folder sits inside the tree, as on a lent GPU machine:
-# DATA=shared/corpora TOKENIZER=shared/assets/qwen3-tokenizer). SMOKE=1 runs every step at 2 sequences and 2 steps on short sequences: a
-# check of the whole path on CPU (a few minutes), not a model.
+# DATA=shared/corpora TOKENIZER=shared/assets/qwen3-tokenizer). SMOKE=1 runs every step at 2
+# sequences and 2 steps on short sequences (`vist2 train --set` over the config; a `--max-steps`
+# after the step still wins): a check of the whole path on CPU (a few minutes), not a model.
 set -euo pipefail
 STEP=${1:?usage: bash scripts/train_reader_gpu.sh init|ocr|olm|eval|all [vist2 train options]}
 shift

@@ -1,5 +1,7 @@
 """`vist2 demo`: the three policies on one prompt, the compression table and a page read back."""
 
+import re
+
 from vist2.cli import main
 
 
@@ -18,8 +20,9 @@ def test_demo_prints_text_table_and_a_page_read_back(tmp_path, capsys):
     assert cache_ratio["global"] < cache_ratio["prompt"] < 1.0  # output pages are compressed too
     assert (tmp_path / "out" / "page_0.png").is_file()
     assert "character accuracy:" in out
-    floor = out.split("scored as if read from this one: ")[1].split(")")[0]  # the next page's text
-    assert 0.0 <= float(floor) <= 1.0
+    floor = re.search(r"scored as if read from this one: ([\d.]+)\)", out)  # the next page's text
+    assert floor, out
+    assert 0.0 <= float(floor.group(1)) <= 1.0
 
 
 def test_demo_missing_prompt_file_is_one_clear_error(tmp_path, capsys):

@@ -6,7 +6,8 @@ One command shows the method end to end on a CPU in about a minute:
 2. the same prompt and length run under `prompt` (Glyph-style) and `none` (the plain LLM), and a
    table compares pages, visual tokens and the peak KV cache of each;
 3. the prompt's first page is saved as a PNG and the model reads it back (character accuracy,
-   beside the same score for the prompt's second page's text: what unrelated English earns).
+   beside the same score for the prompt's second page's text: what another page of the same
+   book earns without reading this one).
 """
 
 from __future__ import annotations

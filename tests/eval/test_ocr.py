@@ -187,13 +187,19 @@ def test_page_loss_is_the_training_layouts_loss(model_dir, data_dir):
 
 
 def test_the_floor_scores_each_page_against_another_of_its_language():
+    from vist2.eval.metrics import character_accuracy
+
     def page(i, text, language="en"):
         return OCRPage(i, "s", tuple(range(i, i + len(text.split()))), text, language)
 
     same = [page(0, "the cat sat"), page(1, "the cat sat")]
     assert other_page_floor(same)["en"]["character_accuracy"] == 1.0  # same text: a perfect "read"
-    mixed = [page(0, "the cat sat"), page(1, "a dog ran off"), page(2, "水浒传", "zh")]
-    floor = other_page_floor(mixed)
-    assert set(floor) == {"en", "all"}  # one Chinese page has no other to be scored against
-    assert floor["en"]["pages"] == 2 and floor["en"]["character_accuracy"] < 0.5
-    assert other_page_floor(mixed[2:]) == {}
+    en = [page(0, "the cat sat"), page(1, "a dog ran off"), page(2, "the cat ran")]
+    floor = other_page_floor([*en, page(3, "水浒传", "zh")])
+    pairs = [(0, 1), (1, 2), (2, 0)]  # each page against the next of its language, cyclic
+    expected = sum(character_accuracy(en[a].text, en[b].text) for a, b in pairs) / 3
+    assert floor["en"]["pages"] == 3 and floor["en"]["character_accuracy"] == pytest.approx(
+        expected
+    )
+    assert set(floor) == {"en", "all"} and floor["all"] == floor["en"]  # a lone zh page: no pair
+    assert other_page_floor([page(3, "水浒传", "zh")]) == {}

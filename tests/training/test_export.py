@@ -74,12 +74,18 @@ def test_a_run_that_continues_another_exports_the_whole_chain(run_dir, tmp_path)
 def test_print_chain_and_a_size_limit(run_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert main([str(run_dir), "--out", str(out), "--print-chain"]) == 0
-    assert capsys.readouterr().out.splitlines() == [str(run_dir)]
+    printed = capsys.readouterr()
+    assert printed.out.splitlines() == [str(run_dir)]  # only the chain on stdout, for scripts
+    assert f"wrote {out}: step" in printed.err
     before = (out / "model.safetensors").read_bytes()
     assert main([str(run_dir), "--out", str(out), "--max-mb", "0.001"]) == 2
     assert "over the 0.001 MB limit" in capsys.readouterr().err
     assert (out / "model.safetensors").read_bytes() == before  # left as it was
     assert not (tmp_path / ".tmp-out").exists()
+    for bad in ("0", "-1", "nan", "big"):
+        with pytest.raises(SystemExit):  # argparse: one usage line, exit 2
+            main([str(run_dir), "--out", str(out), "--max-mb", bad])
+    assert "give a size in MB > 0" in capsys.readouterr().err
 
 
 def test_bad_sources_are_one_clear_error(tmp_path, capsys):

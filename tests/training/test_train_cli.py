@@ -34,6 +34,7 @@ def test_train_then_plot_through_the_cli(tmp_path, capsys):
         for k, v in tiny_train_config("olm").to_dict().items()
         if k not in ("stage", "learning_rates")
     }
+    overrides["learning_rates"] = {"language_model": 0.0007}
     config.write_text(json.dumps(overrides))
     run = tmp_path / "run"
     argv = [
@@ -62,6 +63,7 @@ def test_train_then_plot_through_the_cli(tmp_path, capsys):
     saved = json.loads((run / "train_config.json").read_text())
     assert saved["max_steps"] == 3  # --max-steps wins over --set, --set over --config
     assert saved["seed"] == 11 and saved["learning_rates"]["aligner"] == 0.001
+    assert saved["learning_rates"]["language_model"] == 0.0007  # --config's rate kept: merged
 
     args = parser().parse_args(["plot", str(run), str(run), "--out", str(tmp_path / "loss.png")])
     assert args.func(args) == 0
@@ -162,6 +164,16 @@ def test_text_baseline_stage_trains_the_llm_only(tmp_path):
             ["train", "--stage", "olm", "--model", "{model}", "--data", "x", "--out", "{tmp}/r"]
             + ["--set", "micro_batch=4"],
             "no field",
+        ),
+        (  # the shell ate the JSON's quotes
+            ["train", "--stage", "olm", "--model", "{model}", "--data", "x", "--out", "{tmp}/r"]
+            + ["--set", "learning_rates={{aligner:0.001}}"],  # argv is str.format-ed
+            "not valid JSON",
+        ),
+        (
+            ["train", "--stage", "olm", "--model", "{model}", "--data", "x", "--out", "{tmp}/r"]
+            + ["--set", "learning_rates=abc"],
+            "must map modules to rates",
         ),
     ],
 )

@@ -177,16 +177,17 @@ def summarize(results: Sequence[PageResult]) -> dict[str, dict]:
 
 def other_page_floor(pages: Sequence[OCRPage]) -> dict[str, dict]:
     """What fluent text that is not on the page scores: each page "read" as the next page of its
-    language (a real held-out text of the same kind, cyclic), scored like a reading. No model is
-    involved; a reader has to beat this to be reading. A language with one page is left out."""
+    language (cyclic; `ocr_pages` takes pages from the files in turn, so usually another file's),
+    scored like a reading. No model is involved; a reader has to beat this to be reading. A
+    language with one page is left out."""
     by_lang: dict[str, list[OCRPage]] = {}
     for page in pages:
         by_lang.setdefault(page.language, []).append(page)
     results = []
-    for same in by_lang.values():
-        if len(same) < 2:
+    for lang_pages in by_lang.values():
+        if len(lang_pages) < 2:
             continue
-        for page, other in zip(same, same[1:] + same[:1], strict=True):
+        for page, other in zip(lang_pages, lang_pages[1:] + lang_pages[:1], strict=True):
             score = score_page(page.text, other.text, page.token_ids, other.token_ids)
             results.append(PageResult(page, list(other.token_ids), other.text, score))
     return summarize(results) if results else {}

@@ -7,8 +7,9 @@
     vist2 loss-memory [--preset NAME] [--slots 8192] ...   (vist2.training.memory)
 
 The config of a run is the recipe, then the JSON file's fields (`TrainConfig` names; unknown
-names are an error), then each `--set`, then `--max-steps`. Multi-process: `accelerate launch [--config_file
-configs/accelerate/...] -m vist2.cli train ...` (or `-m vist2.training train ...`).
+names are an error), then each `--set` (`learning_rates` merged key by key), then `--max-steps`.
+Multi-process: `accelerate launch [--config_file configs/accelerate/...] -m vist2.cli train ...`
+(or `-m vist2.training train ...`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = recipe(args.stage, args.recipe)
     overrides = load_overrides(args.config) if args.config else {}
-    overrides.update(parse_set(args.set))
+    overrides = parse_set(args.set, overrides)
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     if overrides:

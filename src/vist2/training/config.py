@@ -174,6 +174,8 @@ class TrainConfig:
             levels.append(level)
         self.curriculum = tuple(levels)
         self.adam_betas = tuple(self.adam_betas)
+        if not isinstance(self.learning_rates, dict):
+            self._fail("learning_rates", 'must map modules to rates, e.g. {"aligner": 0.001}')
         self.learning_rates = dict(self.learning_rates)
         self.check()
 
@@ -370,18 +372,28 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """`--set FIELD=VALUE` pairs as TrainConfig overrides: VALUE is read as JSON (`8`, `1e-4`,
-    `null`, `true`, `{"aligner": 0.001}`), or else kept as a string (`bf16`)."""
-    overrides: dict[str, Any] = {}
+def parse_set(items: list[str], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`--set FIELD=VALUE` pairs applied over `base` (the `--config` overrides, not changed): VALUE
+    is read as JSON (`8`, `1e-4`, `null`, `true`, `{"aligner": 0.001}`), or else kept as a string
+    (`bf16`); a `learning_rates` object is merged key by key into base's."""
+    overrides = dict(base or {})
     for item in items:
         name, sep, text = item.partition("=")
-        if not sep or not name.strip():
+        name = name.strip()
+        if not sep or not name:
             raise ConfigError(f"--set {item!r}: write FIELD=VALUE, e.g. --set micro_batch_size=4")
         try:
-            overrides[name.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            overrides[name.strip()] = text
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            if text.lstrip()[:1] in ("{", "[", '"'):  # meant as JSON: the shell ate its quotes?
+                raise ConfigError(
+                    f"--set {name}: {text!r} is not valid JSON ({err}); quote the whole pair, "
+                    f"e.g. --set '{name}={{\"aligner\": 0.001}}'"
+                ) from None
+            value = text
+        if name == "learning_rates" and isinstance(value, dict):
+            value = {**(overrides.get(name) or {}), **value}
+        overrides[name] = value
     return overrides
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -155,20 +156,27 @@ def export(
     tmp = out.parent / f".tmp-{out.name}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    load_tokenizer(base_dir).save_pretrained(str(tmp))
-    info = provenance(run_dir, weights)
-    (tmp / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    size_mb = (tmp / "model.safetensors").stat().st_size / 1e6
-    if max_mb is not None and size_mb > max_mb:
-        shutil.rmtree(tmp)
-        raise Vist2Error(
-            f"model.safetensors would be {size_mb:.1f} MB, over the {max_mb:g} MB limit; "
-            f"{out} is unchanged (export in bfloat16, or ship a smaller model)"
-        )
+    try:
+        write_model_dir(model, base_dir, provenance(run_dir, weights), tmp)
+        size_mb = (tmp / "model.safetensors").stat().st_size / 1e6
+        if max_mb is not None and size_mb > max_mb:
+            raise Vist2Error(
+                f"model.safetensors would be {size_mb:.1f} MB, over the {max_mb:g} MB limit; "
+                f"{out} is unchanged (export in bfloat16, or ship a smaller model)"
+            )
+    except BaseException:  # nothing half-written is left beside `out`
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     out.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(tmp, out)
     return out
+
+
+def write_model_dir(model, base_dir: Path, info: dict, folder: Path) -> None:
+    """config.json + model.safetensors, the tokenizer of `base_dir`, and training.json (`info`)."""
+    model.save_pretrained(str(folder), safe_serialization=True)
+    load_tokenizer(base_dir).save_pretrained(str(folder))
+    (folder / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,13 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="RUN_DIR/checkpoints/step-N, or a run directory")
     parser.add_argument("--out", required=True, help="model directory to write (replaced)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    parser.add_argument("--max-mb", type=float, help="refuse a model.safetensors over this size")
+    parser.add_argument(
+        "--max-mb",
+        type=_positive_mb,
+        metavar="N",
+        help="refuse a model.safetensors over N MB (1e6 bytes); OUT is left as it was",
+    )
     parser.add_argument(
         "--print-chain", action="store_true", help="then print the chain's run dirs, first to last"
     )
     args = parser.parse_args(argv)
     try:
         out = export(args.source, args.out, DTYPES[args.dtype], args.max_mb)
+        chain = chain_runs(out) if args.print_chain else []
     except Vist2Error as err:
         print(f"vist2: error: {err}", file=sys.stderr)
         return 2
@@ -195,12 +209,30 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr if args.print_chain else sys.stdout,
     )
     if args.print_chain:
-        print("\n".join(chain_runs(out)))
+        print("\n".join(chain))
     return 0
+
+
+def _positive_mb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size in MB > 0, e.g. 50")
+    return value
 
 
 if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["chain_runs", "export", "find_weights", "main", "provenance", "started_from"]
+__all__ = [
+    "chain_runs",
+    "export",
+    "find_weights",
+    "main",
+    "provenance",
+    "started_from",
+    "write_model_dir",
+]
