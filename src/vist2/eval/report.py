@@ -135,24 +135,20 @@ def line_gain_png(
     """Page gain (blank - real loss, nats per token) against the line of the page; with `real`,
     a second panel: the loss from the real page, line by line (the same labels)."""
     plt = _pyplot()
-    panels = 2 if real else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.5), squeeze=False)
-    ax = axes[0][0]
-    for label, gains in curves.items():
-        ax.plot(range(1, len(gains) + 1), gains, "-o", label=label)
-    ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xlabel("line of the page (1 = top)")
-    ax.set_ylabel("page gain, nats per token")
-    ax.set_title("What the page tells the model, line by line")
-    ax.legend(fontsize=8)
+    panels = [(curves, "page gain, nats per token", "What the page tells the model, line by line")]
     if real:
-        ax = axes[0][1]
-        for label, losses in real.items():
-            ax.plot(range(1, len(losses) + 1), losses, "-o", label=label)
+        panels.append(
+            (real, "loss from the real page, nats per token", "The reading itself: lower is better")
+        )
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.5), squeeze=False)
+    for ax, (lines, ylabel, title) in zip(axes[0], panels, strict=True):
+        for label, values in lines.items():
+            ax.plot(range(1, len(values) + 1), values, "-o", label=label)
         ax.set_xlabel("line of the page (1 = top)")
-        ax.set_ylabel("loss from the real page, nats per token")
-        ax.set_title("The reading itself: lower is better")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
         ax.legend(fontsize=8)
+    axes[0][0].axhline(0, color="grey", linewidth=0.8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -35,6 +35,7 @@ from vist2.loading import (
     load_model,
     load_tokenizer,
     resolve_model_dir,
+    save_model,
     shipped_model_path,
 )
 from vist2.training.checkpoint import MARKER, CheckpointManager, replace_dir
@@ -157,7 +158,9 @@ def export(
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        write_model_dir(model, base_dir, provenance(run_dir, weights), tmp)
+        save_model(model, load_tokenizer(base_dir), tmp)
+        info = provenance(run_dir, weights)
+        (tmp / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         size_mb = (tmp / "model.safetensors").stat().st_size / 1e6
         if max_mb is not None and size_mb > max_mb:
             raise Vist2Error(
@@ -170,13 +173,6 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(tmp, out)
     return out
-
-
-def write_model_dir(model, base_dir: Path, info: dict, folder: Path) -> None:
-    """config.json + model.safetensors, the tokenizer of `base_dir`, and training.json (`info`)."""
-    model.save_pretrained(str(folder), safe_serialization=True)
-    load_tokenizer(base_dir).save_pretrained(str(folder))
-    (folder / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,5 +230,4 @@ __all__ = [
     "main",
     "provenance",
     "started_from",
-    "write_model_dir",
 ]
