@@ -403,7 +403,7 @@ def line_gain_lines(runs: Sequence[dict]) -> list[str]:
 
 
 def ocr_markdown(report: dict) -> str:
-    from vist2.eval.report import data_lines, markdown_table, pct
+    from vist2.eval.report import data_lines, markdown_table
 
     rows = []
     for run in report["runs"]:
@@ -461,8 +461,15 @@ def ocr_markdown(report: dict) -> str:
     for run in report["runs"]:
         if run["skipped_pages"]:
             lines += ["", f"{len(run['skipped_pages'])} page(s) could not be rendered (ocr.json)."]
-    lines += ["", "## Worst pages", "", "Diff: `[-expected, not read-]{+read, not expected+}`."]
-    for run in report["runs"]:
+    return "\n".join([*lines, *worst_page_lines(report["runs"])]) + "\n"
+
+
+def worst_page_lines(runs: Sequence[dict]) -> list[str]:
+    """The report's last section: each run's worst pages, image and diff."""
+    from vist2.eval.report import pct
+
+    lines = ["", "## Worst pages", "", "Diff: `[-expected, not read-]{+read, not expected+}`."]
+    for run in runs:
         for w in run["worst"]:
             lines += [
                 "",
@@ -476,4 +483,4 @@ def ocr_markdown(report: dict) -> str:
                 w["diff"],
                 "```",
             ]
-    return "\n".join(lines) + "\n"
+    return lines
