@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from vist2.errors import Vist2Error
 
@@ -90,12 +91,19 @@ def compression_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def read_back_first_page(
-    model, tokenizer, prompt: str, out: Path
-) -> tuple[str, str, float, float | None, Path]:
-    """Render the prompt's first page, save it, let the model read it: (shown, read, accuracy,
-    floor, png). `floor` scores the prompt's second page's text as if it were the reading: what
-    English that is not on the page earns (None for a one-page prompt)."""
+class ReadBack(NamedTuple):
+    """The prompt's first page and what the model read from it."""
+
+    shown: str  # the page's text
+    read: str  # the model's greedy reading of the page image
+    accuracy: float  # character accuracy of `read` against `shown`
+    floor: float | None  # the prompt's second page's text scored as if it were the reading
+    png: Path  # where the rendered page was saved
+
+
+def read_back_first_page(model, tokenizer, prompt: str, out: Path) -> ReadBack:
+    """Render the prompt's first page, save it, let the model read it. The floor is what English
+    that is not on the page earns (None for a one-page prompt)."""
     from PIL import Image
 
     from vist2.eval.metrics import character_accuracy
@@ -116,7 +124,7 @@ def read_back_first_page(
     image = reader.engine.renderer.render(page[0].text).image
     Image.fromarray(image).save(png)
     floor = character_accuracy(page[0].text, page[1].text) if len(page) > 1 else None
-    return page[0].text, read, character_accuracy(page[0].text, read), floor, png
+    return ReadBack(page[0].text, read, character_accuracy(page[0].text, read), floor, png)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -147,13 +155,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     print("\n--- what each policy kept ---")
     print(compression_table(results))
-    shown, read, accuracy, floor, png = read_back_first_page(
-        engine.model, engine.tokenizer, prompt, Path(args.out)
-    )
-    print(f"\n--- the prompt's first page ({png}), read back by the model ---")
-    print(f"on the page: {shown!r}")
-    print(f"read back:   {read!r}")
-    print(f"character accuracy: {accuracy:.3f}")
-    if floor is not None:
-        print(f"(the prompt's second page's text, scored as if read from this one: {floor:.3f})")
+    page = read_back_first_page(engine.model, engine.tokenizer, prompt, Path(args.out))
+    print(f"\n--- the prompt's first page ({page.png}), read back by the model ---")
+    print(f"on the page: {page.shown!r}")
+    print(f"read back:   {page.read!r}")
+    print(f"character accuracy: {page.accuracy:.3f}")
+    if page.floor is not None:
+        print(
+            f"(the prompt's second page's text, scored as if read from this one: {page.floor:.3f})"
+        )
     return 0
