@@ -128,3 +128,6 @@ piece olm configs/train/small-olm-mix-half-lr-4.json "$RUNS/vist2-small-w-ocr-fu
 # a second round on full pages from run 24's model: runs 25-26
 piece ocr configs/train/small-windowed-ocr-full-2.json "$RUNS/vist2-small-w-olm9" "$RUNS/vist2-small-w-ocr-full-2"
 piece olm configs/train/small-olm-mix-half-lr-5.json "$RUNS/vist2-small-w-ocr-full-2" "$RUNS/vist2-small-w-olm10"
+# a third round on full pages from run 26's model: runs 27-28
+piece ocr configs/train/small-windowed-ocr-full-3.json "$RUNS/vist2-small-w-olm10" "$RUNS/vist2-small-w-ocr-full-3"
+piece olm configs/train/small-olm-mix-half-lr-6.json "$RUNS/vist2-small-w-ocr-full-3" "$RUNS/vist2-small-w-olm11"
