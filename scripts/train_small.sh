@@ -131,3 +131,6 @@ piece olm configs/train/small-olm-mix-half-lr-5.json "$RUNS/vist2-small-w-ocr-fu
 # a third round on full pages from run 26's model: runs 27-28
 piece ocr configs/train/small-windowed-ocr-full-3.json "$RUNS/vist2-small-w-olm10" "$RUNS/vist2-small-w-ocr-full-3"
 piece olm configs/train/small-olm-mix-half-lr-6.json "$RUNS/vist2-small-w-ocr-full-3" "$RUNS/vist2-small-w-olm11"
+# a fourth round on full pages from run 28's model: runs 29-30
+piece ocr configs/train/small-windowed-ocr-full-4.json "$RUNS/vist2-small-w-olm11" "$RUNS/vist2-small-w-ocr-full-4"
+piece olm configs/train/small-olm-mix-half-lr-7.json "$RUNS/vist2-small-w-ocr-full-4" "$RUNS/vist2-small-w-olm12"
