@@ -134,3 +134,6 @@ piece olm configs/train/small-olm-mix-half-lr-6.json "$RUNS/vist2-small-w-ocr-fu
 # a fourth round on full pages from run 28's model: runs 29-30
 piece ocr configs/train/small-windowed-ocr-full-4.json "$RUNS/vist2-small-w-olm11" "$RUNS/vist2-small-w-ocr-full-4"
 piece olm configs/train/small-olm-mix-half-lr-7.json "$RUNS/vist2-small-w-ocr-full-4" "$RUNS/vist2-small-w-olm12"
+# a fifth round on full pages from run 30's model: runs 31-32
+piece ocr configs/train/small-windowed-ocr-full-5.json "$RUNS/vist2-small-w-olm12" "$RUNS/vist2-small-w-ocr-full-5"
+piece olm configs/train/small-olm-mix-half-lr-8.json "$RUNS/vist2-small-w-ocr-full-5" "$RUNS/vist2-small-w-olm13"
