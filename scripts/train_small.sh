@@ -46,11 +46,13 @@
 #
 #  23. OCR   configs/train/small-windowed-ocr-full.json  4,000 steps at K = 64 (r = 4), seed 5
 #  24. OLM   configs/train/small-olm-mix-half-lr-4.json  as 18, data seed 4
+#  25-34.    five more rounds as 23-24, 6,000 OCR steps each (small-windowed-ocr-full-2..6.json,
+#            seeds 6-10; OLM small-olm-mix-half-lr-5..9.json, seeds 5-9; run 34's 1,200 steps)
 #
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 15.5 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 23.5 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -137,3 +139,6 @@ piece olm configs/train/small-olm-mix-half-lr-7.json "$RUNS/vist2-small-w-ocr-fu
 # a fifth round on full pages from run 30's model: runs 31-32
 piece ocr configs/train/small-windowed-ocr-full-5.json "$RUNS/vist2-small-w-olm12" "$RUNS/vist2-small-w-ocr-full-5"
 piece olm configs/train/small-olm-mix-half-lr-8.json "$RUNS/vist2-small-w-ocr-full-5" "$RUNS/vist2-small-w-olm13"
+# a sixth round on full pages from run 32's model, its OLM stage 1,200 steps: runs 33-34
+piece ocr configs/train/small-windowed-ocr-full-6.json "$RUNS/vist2-small-w-olm13" "$RUNS/vist2-small-w-ocr-full-6"
+piece olm configs/train/small-olm-mix-half-lr-9.json "$RUNS/vist2-small-w-ocr-full-6" "$RUNS/vist2-small-w-olm14"
