@@ -37,6 +37,7 @@ from vist2.training.sources import read_captions, read_chats, read_documents
 from vist2.training.synthetic import COLOURS, image_to_page, synthetic_caption
 
 K, BETA = 8, 4
+LLM_TRAINS = {"language_model": 1e-3}  # plain text in OCR trains the LLM
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +248,43 @@ def test_ocr_page_text_follows_the_curriculum(tmp_path, model_config, tiny_token
     late = [text_tokens(s) for s in range(24, 40)]  # full pages (a span's tokens, <= K) after it
     assert min(late) > 5 and max(late) <= K
     assert text_tokens(3) == text_tokens(3)  # the draw is keyed, the same on every call
+
+
+def test_ocr_text_fraction_mixes_in_plain_text_of_one_document(
+    tmp_path, model_config, tiny_tokenizer
+):
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
+
+    def dataset(fraction):
+        cfg = tiny_train_config(
+            "ocr", max_length=K * 12, ocr_text_fraction=fraction, learning_rates=LLM_TRAINS
+        )
+        ds = OCRDataset(docs, model_config, tiny_tokenizer, cfg)
+        ds.samples_per_step, ds.total_steps = 4, 10
+        return ds
+
+    every, half = dataset(1.0), dataset(0.5)
+    for sample in range(12):
+        ex = every[sample]
+        ids = ex.layout.input_ids.tolist()
+        assert ex.pages.shape == (0, 64, 64) and not ex.layout.visual.any()
+        assert K < len(ids) <= every.config.max_length  # longer than a page's text
+        labels = ex.layout.labels
+        assert labels[labels != IGNORE_INDEX].tolist() == ids[1:]  # every token but the first
+        first = every.spans[every.unit_of(sample)]  # the text starts where the span does, and
+        text = docs[first.doc].text[first.start :]  # stays inside that document
+        assert text.startswith(tiny_tokenizer.decode(ids[:4]))
+    is_text = [half[s].layout.num_pages == 0 for s in range(40)]
+    assert 0 < sum(is_text) < 40
+    assert is_text == [dataset(0.5)[s].layout.num_pages == 0 for s in range(40)]  # keyed
+    assert all(half[s].layout.num_pages >= 1 for s in range(40) if not is_text[s])
+    batch = collate_examples([half[s] for s in range(8)], pad_id=0)  # pages and text together
+    assert batch["pages"].shape[0] == sum(half[s].pages.shape[0] for s in range(8))
+    with pytest.raises(Vist2Error, match="ocr_text_fraction"):
+        tiny_train_config("ocr", ocr_text_fraction=-0.1, learning_rates=LLM_TRAINS)
+    frozen_llm = {"language_model": 0.0, "vision_model": 1e-3}
+    with pytest.raises(Vist2Error, match="trains only the LLM"):  # text would train nothing
+        tiny_train_config("ocr", ocr_text_fraction=0.5, learning_rates=frozen_llm)
 
 
 def test_caption_examples_and_broken_images(tmp_path, model_config, tiny_tokenizer):

@@ -63,6 +63,23 @@ def test_each_stage_trains_and_writes_a_loadable_model(stage, model_dir, data, t
     assert json.loads((run / "summary.json").read_text())["steps"] == 6
 
 
+def test_ocr_with_plain_text_mixed_in_trains(model_dir, data, tmp_path):
+    """`ocr_text_fraction`: micro-batches of pages and text, some of text alone (no pages), with
+    the anti-collapse term on; the LLM learns from the text samples."""
+    config = tiny_train_config(
+        "ocr",
+        max_steps=6,
+        ocr_text_fraction=0.75,
+        visual_variance_weight=1.0,
+        learning_rates={"language_model": 1e-3},
+    )
+    train(config, model_dir, data["ocr"], tmp_path / "run")
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(1, 7))
+    assert all(torch.isfinite(torch.tensor([r["loss"] for r in records])))
+    assert any(r["pages"] < 4 for r in records)  # some samples of the step were text
+
+
 def test_frozen_modules_are_really_unchanged(model_dir, tmp_path):
     before = weights(model_dir)
     train(tiny_train_config("caption", max_steps=3), model_dir, "synthetic", tmp_path / "run")

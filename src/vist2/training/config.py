@@ -151,6 +151,13 @@ class TrainConfig:
     ocr_shuffle_fraction: float = 0.0
     """OCR only: fraction of pages whose words (characters, for text without spaces such as
     Chinese) are shuffled before rendering, so they can be read but not guessed from context."""
+    ocr_text_fraction: float = 0.0
+    """OCR only: fraction of samples that are plain text instead of pages (as many tokens of one
+    document as fit max_length, loss on every token, as `--stage text`), so the LLM keeps
+    modelling language while it learns to read: an OCR round that trains the LLM on page text
+    alone wears its writing down (docs/model/vist2-small.md, run 33). With several processes, keep
+    micro-batches large enough that each holds a page (a micro-batch of text alone leaves the
+    vision side out of the step)."""
     olm_ocr_fraction: float = 0.0
     """OLM only: fraction of samples that are a stage-2 read-back of one page of the span instead
     of an OLM sequence, so the LLM keeps reading its pages while it learns to write from them
@@ -270,10 +277,17 @@ class TrainConfig:
                 self._fail(name, f"must be a number in [{low}, {high}]")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             self._fail("adam_betas", "must be two numbers in [0, 1)")
-        for name in ("ocr_shuffle_fraction", "olm_ocr_fraction"):
+        for name in ("ocr_shuffle_fraction", "ocr_text_fraction", "olm_ocr_fraction"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 self._fail(name, "must be a number in [0, 1]")
+        lm_rate = self.learning_rates["language_model"]
+        if self.stage == "ocr" and self.ocr_text_fraction > 0 and lm_rate <= 0:
+            self._fail(
+                "ocr_text_fraction",
+                "mixes in plain text, which trains only the LLM: give "
+                "learning_rates.language_model a rate > 0, or set ocr_text_fraction to 0",
+            )
         for name in ("visual_variance_weight", "visual_variance_target"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

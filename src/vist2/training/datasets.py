@@ -398,6 +398,8 @@ class OCRDataset(_SpanDataset):
         return encode(self.tokenizer, shuffle_text(text, rng))[:keep], source, line
 
     def make_example(self, sample: int, unit: int) -> Example:
+        if self.writes_text(sample):
+            return self.text_example(unit)
         page_ids, page_images, skipped = [], [], []
         for j in range(self.pages_for(sample)):
             ids, source, line = self.page_ids(sample, j, (unit + j) % self.num_units)
@@ -417,6 +419,34 @@ class OCRDataset(_SpanDataset):
         example = Example(build_layout(ocr_layout(page_ids), self.beta), torch.cat(page_images))
         example.problems = skipped
         return example
+
+    def writes_text(self, sample: int) -> bool:
+        """Whether `sample` is plain text (`TrainConfig.ocr_text_fraction`), keyed by (seed,
+        sample) so that resuming draws the same."""
+        fraction = self.config.ocr_text_fraction
+        return (
+            fraction > 0 and random.Random(f"{self.config.seed}-text-{sample}").random() < fraction
+        )
+
+    def text_example(self, unit: int) -> Example:
+        """The text from span `unit` on, within its document, as many tokens as fit max_length;
+        loss on every token but the first, no pages."""
+        first = self.spans[unit]
+        spans_needed = math.ceil(self.config.max_length / max(self.span_tokens, 1))
+        last = unit
+        while (
+            last + 1 < self.num_units
+            and last - unit + 1 < spans_needed
+            and self.spans[last + 1].doc == first.doc
+        ):
+            last += 1
+        text = self.docs[first.doc].text[first.start : self.spans[last].end]
+        ids = encode(self.tokenizer, text)[: self.config.max_length]
+        if len(ids) < 2:
+            _, source, line = self.span_text(unit)
+            raise SkipRecord(DataProblem(source, line, "too little text for a training sequence"))
+        layout = build_layout([TextSegment(tuple(ids), train=True)], self.beta)
+        return Example(layout, torch.zeros(0, *self.page_size))
 
 
 class SFTDataset(StageDataset):
