@@ -274,6 +274,11 @@ def test_ocr_text_fraction_mixes_in_plain_text_of_one_document(
         first = every.spans[every.unit_of(sample)]  # the text starts where the span does, and
         text = docs[first.doc].text[first.start :]  # stays inside that document
         assert text.startswith(tiny_tokenizer.decode(ids[:4]))
+    short = dataset(1.0).config.with_overrides({"ocr_text_tokens": 2 * K})
+    short_ds = OCRDataset(docs, model_config, tiny_tokenizer, short)
+    assert all(len(short_ds[s].layout.input_ids) == 2 * K for s in range(12))
+    with pytest.raises(Vist2Error, match="ocr_text_tokens"):
+        short.with_overrides({"ocr_text_tokens": short.max_length + 1})
     is_text = [half[s].layout.num_pages == 0 for s in range(40)]
     assert 0 < sum(is_text) < 40
     assert is_text == [dataset(0.5)[s].layout.num_pages == 0 for s in range(40)]  # keyed

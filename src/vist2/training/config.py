@@ -158,6 +158,10 @@ class TrainConfig:
     alone wears its writing down (docs/model/vist2-small.md, run 33). With several processes, keep
     micro-batches large enough that each holds a page (a micro-batch of text alone leaves the
     vision side out of the step)."""
+    ocr_text_tokens: int | None = None
+    """OCR only: tokens in one plain-text sample of `ocr_text_fraction` (None = max_length). A
+    sample of max_length text tokens costs several one-page samples; shorter ones keep the mix
+    cheap."""
     olm_ocr_fraction: float = 0.0
     """OLM only: fraction of samples that are a stage-2 read-back of one page of the span instead
     of an OLM sequence, so the LLM keeps reading its pages while it learns to write from them
@@ -255,6 +259,12 @@ class TrainConfig:
             not isinstance(self.ocr_page_tokens, int) or self.ocr_page_tokens < 1
         ):
             self._fail("ocr_page_tokens", "must be an integer >= 1 or None")
+        if self.ocr_text_tokens is not None and (
+            not isinstance(self.ocr_text_tokens, int)
+            or isinstance(self.ocr_text_tokens, bool)
+            or not 2 <= self.ocr_text_tokens <= self.max_length
+        ):
+            self._fail("ocr_text_tokens", "must be an integer in [2, max_length] or None")
         if self.cpu_threads is not None and (
             not isinstance(self.cpu_threads, int) or self.cpu_threads < 1
         ):

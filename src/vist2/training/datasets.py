@@ -429,10 +429,11 @@ class OCRDataset(_SpanDataset):
         )
 
     def text_example(self, unit: int) -> Example:
-        """The text from span `unit` on, within its document, as many tokens as fit max_length;
-        loss on every token but the first, no pages."""
+        """The text from span `unit` on, within its document, `ocr_text_tokens` of it (or as
+        many as fit max_length); loss on every token but the first, no pages."""
+        tokens = self.config.ocr_text_tokens or self.config.max_length
         first = self.spans[unit]
-        spans_needed = math.ceil(self.config.max_length / max(self.span_tokens, 1))
+        spans_needed = math.ceil(tokens / max(self.span_tokens, 1)) + 1  # spans vary in tokens
         last = unit
         while (
             last + 1 < self.num_units
@@ -441,7 +442,7 @@ class OCRDataset(_SpanDataset):
         ):
             last += 1
         text = self.docs[first.doc].text[first.start : self.spans[last].end]
-        ids = encode(self.tokenizer, text)[: self.config.max_length]
+        ids = encode(self.tokenizer, text)[:tokens]
         if len(ids) < 2:
             _, source, line = self.span_text(unit)
             raise SkipRecord(DataProblem(source, line, "too little text for a training sequence"))
