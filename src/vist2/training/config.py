@@ -152,12 +152,11 @@ class TrainConfig:
     """OCR only: fraction of pages whose words (characters, for text without spaces such as
     Chinese) are shuffled before rendering, so they can be read but not guessed from context."""
     ocr_text_fraction: float = 0.0
-    """OCR only: fraction of samples that are plain text instead of pages (as many tokens of one
-    document as fit max_length, loss on every token, as `--stage text`), so the LLM keeps
-    modelling language while it learns to read: an OCR round that trains the LLM on page text
-    alone wears its writing down (docs/model/vist2-small.md, run 33). With several processes, keep
-    micro-batches large enough that each holds a page (a micro-batch of text alone leaves the
-    vision side out of the step)."""
+    """OCR only: fraction of samples that are plain text instead of pages (`ocr_text_tokens` of
+    one document, loss on every token, as `--stage text`), so the LLM keeps modelling language
+    while it learns to read: an OCR round that trains the LLM on page text alone wears its
+    writing down (docs/model/vist2-small.md, run 33). A micro-batch of text alone leaves the
+    vision side out of its backward, which DDP is told to expect when the vision side trains."""
     ocr_text_tokens: int | None = None
     """OCR only: tokens in one plain-text sample of `ocr_text_fraction` (None = max_length). A
     sample of max_length text tokens costs several one-page samples; shorter ones keep the mix
