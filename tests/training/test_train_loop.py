@@ -65,7 +65,7 @@ def test_each_stage_trains_and_writes_a_loadable_model(stage, model_dir, data, t
 
 def test_ocr_with_plain_text_mixed_in_trains(model_dir, data, tmp_path):
     """`ocr_text_fraction`: micro-batches of pages and text, some of text alone (no pages), with
-    the anti-collapse term on; the LLM learns from the text samples."""
+    the anti-collapse term on."""
     config = tiny_train_config(
         "ocr",
         max_steps=6,

@@ -172,6 +172,11 @@ def split_spans(text: str, span_chars: int) -> list[tuple[int, int]]:
     return spans
 
 
+def drawn(fraction: float, key: str) -> bool:
+    """A draw that is true for `fraction` of keys, the same for a key on every call (resume)."""
+    return fraction > 0 and random.Random(key).random() < fraction
+
+
 def olm_tokens_for_length(max_length: int, chunk_tokens: int, visual_tokens_per_page: int) -> int:
     """Most text tokens T whose OLM layout fits `max_length` slots: T + (ceil(T / K) - 1) * β."""
     k, beta = chunk_tokens, visual_tokens_per_page
@@ -288,6 +293,13 @@ class _SpanDataset(StageDataset):
         text, source, line = self.span_text(unit)
         return encode(self.tokenizer, text)[: self.span_tokens], source, line
 
+    def plain_text_example(self, ids: list[int], source: str, line: int | None) -> Example:
+        """`ids` as plain text, loss on every token but the first, no pages."""
+        if len(ids) < 2:
+            raise SkipRecord(DataProblem(source, line, "too little text for a training sequence"))
+        layout = build_layout([TextSegment(tuple(ids), train=True)], self.beta)
+        return Example(layout, torch.zeros(0, *self.page_size))
+
 
 class OLMDataset(_SpanDataset):
     """Stage 3: [c1, v1, c2, v2, ..., cn] over a span of as many tokens as fit max_length."""
@@ -316,10 +328,7 @@ class OLMDataset(_SpanDataset):
     def reads_back(self, sample: int) -> bool:
         """Whether `sample` is a read-back (`TrainConfig.olm_ocr_fraction`), keyed by (seed,
         sample) so that resuming draws the same."""
-        fraction = self.config.olm_ocr_fraction
-        return (
-            fraction > 0 and random.Random(f"{self.config.seed}-olm-{sample}").random() < fraction
-        )
+        return drawn(self.config.olm_ocr_fraction, f"{self.config.seed}-olm-{sample}")
 
     def read_back_example(self, chunk: Chunk, source: str, line: int | None) -> Example:
         """Stage 2's [v1, c1] for the span's first chunk: its page, then its tokens."""
@@ -337,11 +346,7 @@ class TextDataset(_SpanDataset):
         super().__init__(docs, config.max_length, model_config, tokenizer, config)
 
     def make_example(self, sample: int, unit: int) -> Example:
-        ids, source, line = self.span_ids(unit)
-        if len(ids) < 2:
-            raise SkipRecord(DataProblem(source, line, "too little text for a training sequence"))
-        layout = build_layout([TextSegment(tuple(ids), train=True)], self.beta)
-        return Example(layout, torch.zeros(0, *self.page_size))
+        return self.plain_text_example(*self.span_ids(unit))
 
 
 class OCRDataset(_SpanDataset):
@@ -423,10 +428,7 @@ class OCRDataset(_SpanDataset):
     def writes_text(self, sample: int) -> bool:
         """Whether `sample` is plain text (`TrainConfig.ocr_text_fraction`), keyed by (seed,
         sample) so that resuming draws the same."""
-        fraction = self.config.ocr_text_fraction
-        return (
-            fraction > 0 and random.Random(f"{self.config.seed}-text-{sample}").random() < fraction
-        )
+        return drawn(self.config.ocr_text_fraction, f"{self.config.seed}-text-{sample}")
 
     def text_example(self, unit: int) -> Example:
         """The text from span `unit` on, within its document, `ocr_text_tokens` of it (or as
@@ -442,12 +444,8 @@ class OCRDataset(_SpanDataset):
         ):
             last += 1
         text = self.docs[first.doc].text[first.start : self.spans[last].end]
-        ids = encode(self.tokenizer, text)[:tokens]
-        if len(ids) < 2:
-            _, source, line = self.span_text(unit)
-            raise SkipRecord(DataProblem(source, line, "too little text for a training sequence"))
-        layout = build_layout([TextSegment(tuple(ids), train=True)], self.beta)
-        return Example(layout, torch.zeros(0, *self.page_size))
+        _, source, line = self.span_text(unit)
+        return self.plain_text_example(encode(self.tokenizer, text)[:tokens], source, line)
 
 
 class SFTDataset(StageDataset):
