@@ -20,7 +20,13 @@ from vist2.loading import load_model
 from vist2.model import VIST2Model
 from vist2.training.checkpoint import CheckpointManager
 from vist2.training.metrics import read_metrics
-from vist2.training.trainer import NonFiniteLossError, resolve_model_dir, train
+from vist2.training.trainer import (
+    NonFiniteLossError,
+    cpu_has_native_bf16,
+    resolve_model_dir,
+    slow_bf16_warning,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +279,27 @@ def test_data_with_nothing_usable_says_why(model_dir, tmp_path):
         Vist2Error, match=r"no usable training records .*2 bad records; first: .*a.txt: empty file"
     ):
         train(tiny_train_config("olm"), model_dir, str(tmp_path / "data"), tmp_path / "run")
+
+
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+SAPPHIRE = "processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+def test_cpu_bf16_is_read_from_the_cpu_flags():
+    assert cpu_has_native_bf16(AVX2_ONLY) is False
+    assert cpu_has_native_bf16(SAPPHIRE) is True
+    assert cpu_has_native_bf16(ARM_BF16) is True
+    assert cpu_has_native_bf16("model name : something\n") is None  # no flags line: unknown
+
+
+def test_slow_bf16_warning_only_for_emulated_bf16_on_cpu(monkeypatch):
+    import vist2.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    warning = slow_bf16_warning(torch.device("cpu"), "bf16")
+    assert "--set mixed_precision=no" in warning
+    assert slow_bf16_warning(torch.device("cpu"), "no") is None
+    assert slow_bf16_warning(torch.device("cuda"), "bf16") is None
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: None)  # unknown: stay quiet
+    assert slow_bf16_warning(torch.device("cpu"), "bf16") is None
