@@ -42,6 +42,44 @@ def test_main_writes_a_loadable_model_with_its_training_record(tmp_path, monkeyp
     assert carried == record | {"converted": f"scripts/with_density.py --page-tokens {2 * beta}"}
 
 
+def test_line_height_and_margin_change_the_pages_and_are_recorded(tmp_path, monkeypatch):
+    script = load_script("with_density")
+    source_dir, out = make_model_dir(tmp_path / "src"), tmp_path / "aligned"
+    (source_dir / "training.json").write_text(json.dumps({"run": "/runs/olm", "step": 5}))
+    source = load_model(source_dir)[0]
+    k, page = source.config.chunk_tokens, source.config.render["page_height"]
+    pitch = page // 4
+    argv = ["with_density.py", str(source_dir), "--page-tokens", str(k)]
+    argv += ["--line-height", str(pitch), "--margin", "0", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    script.main()
+    model = load_model(out)[0]
+    assert (model.config.render["line_height"], model.config.render["margin"]) == (pitch, 0)
+    assert model.config.render_config.line_pitch(model.config.render_config.font_size) == pitch
+    assert model.config.chunk_tokens == k
+    unchanged = {
+        f: v for f, v in source.config.render.items() if f not in ("line_height", "margin")
+    }
+    assert unchanged.items() <= model.config.render.items()
+    converted = json.loads((out / "training.json").read_text())["converted"]
+    assert (
+        converted == f"scripts/with_density.py --page-tokens {k} --line-height {pitch} --margin 0"
+    )
+
+
+def test_a_pitch_taller_than_the_page_is_one_clear_line(tmp_path, monkeypatch):
+    script = load_script("with_density")
+    source_dir = make_model_dir(tmp_path / "src")
+    source = load_model(source_dir)[0]
+    k, page = source.config.chunk_tokens, source.config.render["page_height"]
+    argv = ["with_density.py", str(source_dir), "--page-tokens", str(k)]
+    argv += ["--line-height", str(page + 1), "--out", str(tmp_path / "o")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="with_density.py: .*line_height"):
+        script.main()
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_bad_k_or_a_missing_model_is_one_clear_line(tmp_path, monkeypatch):
     script = load_script("with_density")
     source_dir = make_model_dir(tmp_path / "r4")
