@@ -1,0 +1,147 @@
+"""What does one visual token keep of each line in its cell? A probe on a windowed model's tokens.
+
+For a model whose pages put a whole number of lines in each row of its encoder's cells (a fixed
+`RenderConfig.line_height` dividing `vision_window`, e.g. run 38's 16 px pitch: two lines a
+cell), this encodes English pages, takes each visual token (what the LLM sees, after the
+aligner) and trains a small MLP on it to say which letters (a-z, case folded) are drawn on each
+line of its cell. Fitted on pages from the training part, scored on held-out pages: per place in
+the cell (0 = its top line), the share of the letters' uncertainty the token removes
+(1 - probe loss / the loss of guessing each letter's base rate; 0 = the token tells nothing about
+that line, 1 = everything):
+
+    python scripts/cell_probe.py /work/runs/r38-ocr-pitch16/model \\
+        --out docs/quality/r-sweep/run-38/cell-probe.json
+
+If the second line's share is much lower than the top line's, the visual token does not carry
+it (the encoder's side); if they are alike, the LLM does not read it out (the LLM's side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import string
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from vist2.engine import Engine
+from vist2.eval.data import read_eval_documents
+from vist2.eval.ocr import ocr_pages
+
+LETTERS = string.ascii_lowercase
+
+
+def cell_targets(renderer, text: str, window: int, pitch: int, grid: tuple[int, int]) -> np.ndarray:
+    """(cells, lines_per_cell, 26) 0/1: which letters are drawn on each line of each cell, cells
+    in the order of the page's visual tokens (row-major)."""
+    rows, cols = grid
+    per_cell = window // pitch
+    out = np.zeros((rows * cols, per_cell, len(LETTERS)), np.float32)
+    norm, boxes = renderer.char_boxes(text)  # (m, 5): index, x0, y0, x1, y1
+    for index, x0, y0, x1, _ in boxes:
+        letter = LETTERS.find(norm[index].lower())
+        if letter < 0:
+            continue
+        cx = (x0 + x1) // 2  # a glyph belongs to the cell holding its middle
+        cell = (y0 // window) * cols + min(cx // window, cols - 1)
+        out[cell, (y0 % window) // pitch, letter] = 1.0
+    return out
+
+
+@torch.no_grad()
+def tokens_and_targets(engine: Engine, pages: list, batch: int = 32):
+    """(N·β, D) visual tokens and their (N·β, lines_per_cell, 26) targets."""
+    config = engine.model.config
+    window, pitch = config.vision_window, config.render_config.line_height
+    height, width = config.render["page_height"], config.render["page_width"]
+    grid = (height // window, width // window)
+    feats, targets = [], []
+    for start in range(0, len(pages), batch):
+        texts = [p.text for p in pages[start : start + batch]]
+        visual = engine.encode_texts(texts)[0]  # [B, β, D]
+        feats.append(visual.reshape(-1, visual.shape[-1]).float())
+        targets += [cell_targets(engine.renderer, t, window, pitch, grid) for t in texts]
+    return torch.cat(feats), torch.from_numpy(np.concatenate(targets))
+
+
+def fit_probe(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> nn.Module:
+    """An MLP from a token (D,) to the letter logits of each line of its cell (L, 26)."""
+    torch.manual_seed(seed)
+    lines, letters = y.shape[1], y.shape[2]
+    probe = nn.Sequential(nn.Linear(x.shape[1], 512), nn.GELU(), nn.Linear(512, lines * letters))
+    opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-2)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    probe.norm = (mean, std)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (256,))
+        logits = probe((x[idx] - mean) / std).view(-1, lines, letters)
+        loss = F.binary_cross_entropy_with_logits(logits, y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return probe
+
+
+@torch.no_grad()
+def explained(probe: nn.Module, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor) -> list:
+    """Per line of a cell: 1 - probe loss / base-rate loss on (x, y)."""
+    mean, std = probe.norm
+    logits = probe((x - mean) / std).view(y.shape)
+    rate = prior.clamp(1e-4, 1 - 1e-4).expand_as(y)
+    out = []
+    for line in range(y.shape[1]):
+        probe_loss = F.binary_cross_entropy_with_logits(logits[:, line], y[:, line])
+        base_loss = F.binary_cross_entropy(rate[:, line], y[:, line])
+        out.append(1 - float(probe_loss) / float(base_loss))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="a windowed model with a fixed line pitch")
+    p.add_argument("--data", default="../shared/corpora/en")
+    p.add_argument("--train-pages", type=int, default=2400)
+    p.add_argument("--test-pages", type=int, default=200)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the figures here as JSON")
+    args = p.parse_args()
+    engine = Engine.from_pretrained(args.model)
+    config = engine.model.config
+    pitch, window = config.render_config.line_height, config.vision_window
+    if not pitch or not window or window % pitch:
+        raise SystemExit(
+            "cell_probe.py: the model needs a fixed line pitch that divides its vision_window "
+            f"(render.line_height {pitch}, vision_window {window})"
+        )
+    k, beta = config.chunk_tokens, config.visual_tokens_per_page
+    split = {}
+    for part, n in (("train", args.train_pages), ("heldout", args.test_pages)):
+        pages = ocr_pages(read_eval_documents(args.data, part), engine.tokenizer, k, beta, n)
+        split[part] = tokens_and_targets(engine, pages)
+    (x, y), (xt, yt) = split["train"], split["heldout"]
+    prior = y.mean(0, keepdim=True)  # (1, L, 26) each letter's base rate on each line
+    probe = fit_probe(x, y, args.steps, args.seed)
+    result = {
+        "model": args.model,
+        "cells": {"train": len(x), "heldout": len(xt)},
+        "letters_per_line": yt.sum(2).mean(0).tolist(),
+        "explained_heldout": explained(probe, xt, yt, prior),
+        "explained_train": explained(probe, x, y, prior),
+    }
+    for line, share in enumerate(result["explained_heldout"]):
+        letters = result["letters_per_line"][line]
+        print(
+            f"line {line} of a cell: {share:.3f} of the letters' uncertainty ({letters:.1f} letters)"
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""scripts/cell_probe.py: which letters are drawn on each line of each cell, and the share of
+their uncertainty a probe removes."""
+
+import torch
+from train_helpers import load_script
+
+from vist2.render import PageRenderer, RenderConfig
+
+PITCH16 = RenderConfig(page_width=128, page_height=128, font_size=12, line_height=16, margin=0)
+
+
+def test_letters_land_in_their_cell_and_line():
+    script = load_script("cell_probe")
+    renderer = PageRenderer(PITCH16)
+    targets = script.cell_targets(renderer, "ab\ncd\n\nxy", 32, 16, (4, 4))  # (16, 2, 26)
+    assert targets.shape == (16, 2, 26)
+    on = {(cell, line, script.LETTERS[k]) for cell, line, k in zip(*targets.nonzero(), strict=True)}
+    # line 1 and 2 of the page: cell 0, its top and second line; line 4: cell 4 (row 1), line 1
+    assert on == {(0, 0, "a"), (0, 0, "b"), (0, 1, "c"), (0, 1, "d"), (4, 1, "x"), (4, 1, "y")}
+
+
+def test_a_probe_that_knows_the_letters_explains_them_and_a_blind_one_does_not():
+    script = load_script("cell_probe")
+    torch.manual_seed(0)
+    y = (torch.rand(2000, 2, 26) < 0.15).float()  # (cells, lines, letters)
+    prior = y.mean(0, keepdim=True)
+    seeing = torch.cat([y[:, 0], torch.zeros(2000, 26)], 1)  # line 0's letters, nothing of line 1
+    probe = script.fit_probe(seeing[:1500], y[:1500], steps=400, seed=0)
+    top, second = script.explained(probe, seeing[1500:], y[1500:], prior)
+    assert top > 0.8
+    assert abs(second) < 0.1
