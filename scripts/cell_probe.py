@@ -14,6 +14,8 @@ that line, 1 = everything):
 
 If the second line's share is much lower than the top line's, the visual token does not carry
 it (the encoder's side); if they are alike, the LLM does not read it out (the LLM's side).
+`--features encoder` probes the encoder's patches each token is merged from instead (the
+aligner's input, m² patches side by side): whether the encoder or the aligner loses it.
 """
 
 from __future__ import annotations
@@ -52,10 +54,25 @@ def cell_targets(renderer, text: str, window: int, pitch: int, grid: tuple[int, 
     return out
 
 
+class EncoderFeatures:
+    """Catches the encoder's patch features of each visual token on their way into the aligner:
+    (N, β, m²·D_vision), the m × m patches the aligner merges into that token, side by side."""
+
+    def __init__(self, aligner: nn.Module) -> None:
+        self.aligner, self.last = aligner, None
+        self.handle = aligner.register_forward_hook(self.catch)
+
+    def catch(self, module, inputs, output) -> None:
+        self.last = module.pixel_shuffle(inputs[0])  # [N, β, m²·D_vision]
+
+
 @torch.no_grad()
-def tokens_and_targets(engine: Engine, pages: list, batch: int = 32):
-    """(N·β, D) visual tokens and their (N·β, lines_per_cell, 26) targets."""
+def tokens_and_targets(engine: Engine, pages: list, where: str = "aligner", batch: int = 32):
+    """(N·β, D) features of each visual token (`where`: "aligner", the token the LLM sees; or
+    "encoder", the encoder's patches it is merged from) and their (N·β, lines_per_cell, 26)
+    targets."""
     config = engine.model.config
+    caught = EncoderFeatures(engine.model.aligner) if where == "encoder" else None
     window, pitch = config.vision_window, config.render_config.line_height
     height, width = config.render["page_height"], config.render["page_width"]
     grid = (height // window, width // window)
@@ -63,8 +80,12 @@ def tokens_and_targets(engine: Engine, pages: list, batch: int = 32):
     for start in range(0, len(pages), batch):
         texts = [p.text for p in pages[start : start + batch]]
         visual = engine.encode_texts(texts)[0]  # [B, β, D]
+        if caught is not None:
+            visual = caught.last  # [B, β, m²·D_vision]
         feats.append(visual.reshape(-1, visual.shape[-1]).float())
         targets += [cell_targets(engine.renderer, t, window, pitch, grid) for t in texts]
+    if caught is not None:
+        caught.handle.remove()
     return torch.cat(feats), torch.from_numpy(np.concatenate(targets))
 
 
@@ -108,6 +129,12 @@ def main() -> None:
     p.add_argument("--test-pages", type=int, default=200)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--features",
+        choices=["aligner", "encoder"],
+        default="aligner",
+        help="the visual token the LLM sees, or the encoder's patches it is merged from",
+    )
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()
     engine = Engine.from_pretrained(args.model)
@@ -122,12 +149,13 @@ def main() -> None:
     split = {}
     for part, n in (("train", args.train_pages), ("heldout", args.test_pages)):
         pages = ocr_pages(read_eval_documents(args.data, part), engine.tokenizer, k, beta, n)
-        split[part] = tokens_and_targets(engine, pages)
+        split[part] = tokens_and_targets(engine, pages, args.features)
     (x, y), (xt, yt) = split["train"], split["heldout"]
     prior = y.mean(0, keepdim=True)  # (1, L, 26) each letter's base rate on each line
     probe = fit_probe(x, y, args.steps, args.seed)
     result = {
         "model": args.model,
+        "features": args.features,
         "cells": {"train": len(x), "heldout": len(xt)},
         "letters_per_line": yt.sum(2).mean(0).tolist(),
         "explained_heldout": explained(probe, xt, yt, prior),
