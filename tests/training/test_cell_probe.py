@@ -2,8 +2,10 @@
 their uncertainty a probe removes."""
 
 import torch
+from conftest import tiny_config
 from train_helpers import load_script
 
+from vist2.model import VIST2Model
 from vist2.render import PageRenderer, RenderConfig
 
 PITCH16 = RenderConfig(page_width=128, page_height=128, font_size=12, line_height=16, margin=0)
@@ -29,3 +31,21 @@ def test_a_probe_that_knows_the_letters_explains_them_and_a_blind_one_does_not()
     top, second = script.explained(probe, seeing[1500:], y[1500:], prior)
     assert top > 0.8
     assert abs(second) < 0.1
+
+
+def test_encoder_features_are_the_patches_each_token_is_merged_from():
+    script = load_script("cell_probe")
+    torch.manual_seed(0)
+    model = VIST2Model(tiny_config()).eval()
+    caught = script.EncoderFeatures(model.aligner)
+    pages = torch.rand(2, model.config.render["page_height"], model.config.render["page_width"])
+    with torch.no_grad():
+        tokens = model.encode_pages(pages * 2 - 1)  # [2, β, D_text]
+    caught.handle.remove()
+    m, width = model.config.merge_size, model.config.vision_config.hidden_size
+    assert caught.last.shape == (2, tokens.shape[1], m * m * width)
+    with torch.no_grad():  # the aligner's own input, merged: what makes the tokens
+        made = model.aligner.proj(caught.last)
+    if model.config.aligner == "tanh":
+        made = torch.tanh(made)
+    assert torch.allclose(made, tokens, atol=1e-6)
