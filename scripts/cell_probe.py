@@ -89,11 +89,18 @@ def tokens_and_targets(engine: Engine, pages: list, where: str = "aligner", batc
     return torch.cat(feats), torch.from_numpy(np.concatenate(targets))
 
 
-def fit_probe(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> nn.Module:
-    """An MLP from a token (D,) to the letter logits of each line of its cell (L, 26)."""
+def fit_probe(
+    x: torch.Tensor, y: torch.Tensor, steps: int, seed: int, hidden: int = 512
+) -> nn.Module:
+    """An MLP from a token (D,) to the letter logits of each line of its cell (L, 26); with
+    `hidden` 0, a linear map."""
     torch.manual_seed(seed)
     lines, letters = y.shape[1], y.shape[2]
-    probe = nn.Sequential(nn.Linear(x.shape[1], 512), nn.GELU(), nn.Linear(512, lines * letters))
+    if hidden:
+        layers = [nn.Linear(x.shape[1], hidden), nn.GELU(), nn.Linear(hidden, lines * letters)]
+    else:
+        layers = [nn.Linear(x.shape[1], lines * letters)]
+    probe = nn.Sequential(*layers)
     opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-2)
     mean, std = x.mean(0), x.std(0) + 1e-6
     probe.norm = (mean, std)
@@ -129,6 +136,7 @@ def main() -> None:
     p.add_argument("--test-pages", type=int, default=200)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden", type=int, default=512, help="the probe's hidden width; 0 = linear")
     p.add_argument(
         "--features",
         choices=["aligner", "encoder"],
@@ -152,10 +160,11 @@ def main() -> None:
         split[part] = tokens_and_targets(engine, pages, args.features)
     (x, y), (xt, yt) = split["train"], split["heldout"]
     prior = y.mean(0, keepdim=True)  # (1, L, 26) each letter's base rate on each line
-    probe = fit_probe(x, y, args.steps, args.seed)
+    probe = fit_probe(x, y, args.steps, args.seed, args.hidden)
     result = {
         "model": args.model,
         "features": args.features,
+        "hidden": args.hidden,
         "cells": {"train": len(x), "heldout": len(xt)},
         "letters_per_line": yt.sum(2).mean(0).tolist(),
         "explained_heldout": explained(probe, xt, yt, prior),
