@@ -31,6 +31,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from vist2.engine import Engine
+from vist2.errors import Vist2Error
 from vist2.eval.data import read_eval_documents
 from vist2.eval.ocr import ocr_pages
 
@@ -145,6 +146,13 @@ def main() -> None:
     )
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()
+    try:
+        run(args)
+    except Vist2Error as err:  # a missing model or corpus: one line
+        raise SystemExit(f"cell_probe.py: {err}") from None
+
+
+def run(args: argparse.Namespace) -> None:
     engine = Engine.from_pretrained(args.model)
     config = engine.model.config
     pitch, window = config.render_config.line_height, config.vision_window

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from vist2.engine import Engine
+from vist2.errors import Vist2Error
 from vist2.eval.data import read_eval_documents
 from vist2.eval.ocr import ocr_pages
 from vist2.eval.page_loss import gain_row, page_token_nll, token_lines
@@ -101,6 +102,13 @@ def main() -> None:
     p.add_argument("--pages", type=int, default=40)
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()
+    try:
+        run(args)
+    except Vist2Error as err:  # a missing model or corpus: one line
+        raise SystemExit(f"line_shift_probe.py: {err}") from None
+
+
+def run(args: argparse.Namespace) -> None:
     torch.set_grad_enabled(False)
     engine = Engine.from_pretrained(args.model)
     beta = engine.model.config.visual_tokens_per_page

@@ -1,6 +1,9 @@
 """scripts/line_shift_probe.py: the same text drawn one line lower, and where a line sits in the
 encoder's cells."""
 
+import sys
+
+import pytest
 from train_helpers import load_script
 
 from vist2.render import PageRenderer, RenderConfig
@@ -26,3 +29,11 @@ def test_place_in_cell_counts_lines_from_the_top_of_each_row_of_cells():
     script = load_script("line_shift_probe")
     assert [script.place_in_cell(k, 16, 32) for k in range(6)] == [0, 1, 0, 1, 0, 1]
     assert [script.place_in_cell(k, 8, 32) for k in range(5)] == [0, 1, 2, 3, 0]
+
+
+def test_a_missing_model_is_one_clear_line(tmp_path, monkeypatch):
+    for name in ("line_shift_probe", "cell_probe"):
+        script = load_script(name)
+        monkeypatch.setattr(sys, "argv", [f"{name}.py", str(tmp_path / "nope")])
+        with pytest.raises(SystemExit, match=f"{name}.py: .*does not exist"):
+            script.main()
