@@ -109,7 +109,6 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    torch.set_grad_enabled(False)
     engine = Engine.from_pretrained(args.model)
     beta = engine.model.config.visual_tokens_per_page
     docs = read_eval_documents(args.data, "heldout")
