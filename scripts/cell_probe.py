@@ -38,11 +38,13 @@ from vist2.eval.ocr import ocr_pages
 LETTERS = string.ascii_lowercase
 
 
-def cell_targets(renderer, text: str, window: int, pitch: int, grid: tuple[int, int]) -> np.ndarray:
+def cell_targets(
+    renderer, text: str, window: tuple[int, int], pitch: int, grid: tuple[int, int]
+) -> np.ndarray:
     """(cells, lines_per_cell, 26) 0/1: which letters are drawn on each line of each cell, cells
-    in the order of the page's visual tokens (row-major)."""
+    in the order of the page's visual tokens (row-major); `window` is a cell's (height, width)."""
     rows, cols = grid
-    per_cell = window // pitch
+    (cell_h, cell_w), per_cell = window, window[0] // pitch
     out = np.zeros((rows * cols, per_cell, len(LETTERS)), np.float32)
     norm, boxes = renderer.char_boxes(text)  # (m, 5): index, x0, y0, x1, y1
     for index, x0, y0, x1, _ in boxes:
@@ -50,8 +52,8 @@ def cell_targets(renderer, text: str, window: int, pitch: int, grid: tuple[int, 
         if letter < 0:
             continue
         cx = (x0 + x1) // 2  # a glyph belongs to the cell holding its middle
-        cell = (y0 // window) * cols + min(cx // window, cols - 1)
-        out[cell, (y0 % window) // pitch, letter] = 1.0
+        cell = (y0 // cell_h) * cols + min(cx // cell_w, cols - 1)
+        out[cell, (y0 % cell_h) // pitch, letter] = 1.0
     return out
 
 
@@ -74,9 +76,9 @@ def tokens_and_targets(engine: Engine, pages: list, where: str = "aligner", batc
     targets."""
     config = engine.model.config
     caught = EncoderFeatures(engine.model.aligner) if where == "encoder" else None
-    window, pitch = config.vision_window, config.render_config.line_height
+    window, pitch = config.window_shape, config.render_config.line_height
     height, width = config.render["page_height"], config.render["page_width"]
-    grid = (height // window, width // window)
+    grid = (height // window[0], width // window[1])
     feats, targets = [], []
     for start in range(0, len(pages), batch):
         texts = [p.text for p in pages[start : start + batch]]
@@ -155,8 +157,8 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     engine = Engine.from_pretrained(args.model)
     config = engine.model.config
-    pitch, window = config.render_config.line_height, config.vision_window
-    if not pitch or not window or window % pitch:
+    pitch, window = config.render_config.line_height, config.window_shape
+    if not pitch or not window or window[0] % pitch:
         raise SystemExit(
             "cell_probe.py: the model needs a fixed line pitch that divides its vision_window "
             f"(render.line_height {pitch}, vision_window {window})"

@@ -52,13 +52,15 @@ def line_gains(real: list, blank: list, lines: list) -> list[dict]:
 
 
 def place_in_cell(page_line: int, pitch: int, window: int) -> int:
-    """0 for a line drawn at the top of its row of cells, 1 for the next, ..."""
+    """0 for a line drawn at the top of its row of cells, 1 for the next, ...
+    (`window`: a cell's height in pixels)."""
     return (page_line * pitch % window) // pitch
 
 
 def probe(engine: Engine, pages: list) -> dict:
     config = engine.model.config
-    pitch, window = config.render_config.line_height, config.vision_window
+    pitch, shape = config.render_config.line_height, config.window_shape
+    window = shape[0] if shape else 0  # a cell's height
     if not pitch or not window or window % pitch:
         raise SystemExit(
             "line_shift_probe.py: the model needs a fixed line pitch that divides its "

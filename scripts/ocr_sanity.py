@@ -245,15 +245,15 @@ def diagnose(model: VIST2Model, batch: dict) -> None:
             f"[diag] |v(page0) - v(page1)| / |v(page0)| = {(v[0] - v[1]).norm() / v[0].norm():.3f}; "
             f"|v(page0) - v(blank)| / |v(page0)| = {(v[0] - blank[0]).norm() / v[0].norm():.3f}"
         )
-    # merge order: token t of the merged grid must hold patches (2r+i, 2c+j) for i, j < m
+    # merge order: token t of the merged grid must hold patches (mr·r+i, mc·c+j), i < mr, j < mc
     rows, cols = cfg.patch_grid
-    m = cfg.merge_size
+    mr, mc = cfg.merge_shape
     ids = torch.arange(rows * cols, dtype=torch.float32).reshape(1, rows * cols, 1)
-    merged = model.aligner.pixel_shuffle(ids)[0]  # [β, m²]
+    merged = model.aligner.pixel_shuffle(ids)[0]  # [β, mr·mc]
     ok = True
     for t in range(merged.shape[0]):
-        r, c = divmod(t, cols // m)
-        want = [(r * m + i) * cols + (c * m + j) for i in range(m) for j in range(m)]
+        r, c = divmod(t, cols // mc)
+        want = [(r * mr + i) * cols + (c * mc + j) for i in range(mr) for j in range(mc)]
         ok &= merged[t].tolist() == want
     print(f"[diag] pixel-shuffle merge keeps row-major spatial order: {ok}")
     # positions / mask / labels of [page, text]
@@ -502,6 +502,11 @@ def build_model(args) -> tuple[VIST2Model, object]:
         model, tokenizer = load_model(args.init)
         cfg, render = model.config, model.config.render_config
         args.page_size, args.font_size = render.page_width, render.font_size
+        if not isinstance(cfg.merge_size, int):
+            raise SystemExit(
+                f"ocr_sanity.py: --init {args.init} merges {cfg.merge_size}; "
+                "square merges only here (see --merge-shape)"
+            )
         args.patch_size, args.merge = cfg.vision_config.patch_size, cfg.merge_size
         args.aligner = cfg.aligner
     else:
@@ -711,8 +716,9 @@ def reshape_merge(model: VIST2Model, mh: int, mw: int) -> None:
     """Merge mh x mw patches (mh * mw = merge²: the same β and widths) instead of a square:
     e.g. 1 x 16 makes each visual token one full-width strip, in reading order."""
     aligner = model.aligner
-    if mh * mw != aligner.merge_size**2:
-        raise SystemExit(f"--merge-shape {mh} {mw}: the product must be {aligner.merge_size**2}")
+    size = aligner.merge_shape[0] * aligner.merge_shape[1]
+    if mh * mw != size:
+        raise SystemExit(f"--merge-shape {mh} {mw}: the product must be {size}")
 
     def shuffle(x: torch.Tensor) -> torch.Tensor:
         n, _, d = x.shape

@@ -1,22 +1,30 @@
-"""Turn a page-wide VIST2 model into a windowed one (VIST2Config.vision_window) that keeps its
-LLM, aligner and encoder weights: the start of the `small-windowed` warm run.
+"""Turn a VIST2 model into a windowed one (VIST2Config.vision_window) that keeps its LLM, aligner
+and encoder weights: the start of the `small-windowed` warm run, and of the one-line-a-token
+windows of run 40 (docs/model/vist2-small.md).
 
-The encoder then sees one w x w window at a time, so its position embeddings shrink from the
-page's patch grid to the window's: each window gets the top-left (w/p) x (w/p) block of the
-page-wide table. Everything else is copied unchanged (same shapes). The source's training record
+The encoder then sees one window at a time, so its position embeddings shrink from the source's
+patch grid (the page's, or its windows') to the new window's: each window gets the top-left block
+of the source table. A rectangular window (`--window 16x64`) holding as many patches as the
+source's square window keeps the table as it is, read row by row over its patches (a SigLIP (v1)
+table is one learned row per patch; training finds what each now means). `--merge RxC` changes
+how many patches make one visual token (the aligner's input keeps its width when R·C is
+unchanged). Everything else is copied unchanged (same shapes). The source's training record
 (training.json) goes along, marked `converted`, so a run from the result keeps its history.
 
     python scripts/windowed_from.py vist2-small --window 32 --out /work/runs/sw-warm-init
+    python scripts/windowed_from.py /work/runs/r34-pitch16/model --window 16x64 --merge 2x8 \
+        --out /work/runs/r34-lines/model
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
 from vist2.config import VIST2Config
-from vist2.errors import Vist2Error
+from vist2.errors import ConfigError, Vist2Error
 from vist2.loading import load_model, save_model
 from vist2.model import VIST2Model
 from vist2.training.export import carry_history
@@ -24,27 +32,72 @@ from vist2.training.export import carry_history
 POSITIONS = "embeddings.position_embedding.weight"
 
 
-def windowed_config(config: VIST2Config, window: int) -> VIST2Config:
-    """`config` with the encoder seeing `window` px windows (a SigLIP encoder's image_size too)."""
-    return config.replaced(vision_window=window, vision_config={"image_size": window})
+def parse_shape(text: str) -> int | list[int]:
+    """ "32" -> 32 (a square); "16x64" -> [16, 64] (rows x cols, or height x width)."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return parts
+    raise argparse.ArgumentTypeError(f"{text!r}: give N or HxW, e.g. 32 or 16x64")
 
 
-def crop_positions(table: torch.Tensor, page_side: int, window_side: int) -> torch.Tensor:
-    """(page_side², D) position embeddings -> (window_side², D): the top-left block of the grid."""
-    grid = table.reshape(page_side, page_side, -1)  # [rows, cols, D]
-    return grid[:window_side, :window_side].reshape(window_side * window_side, -1).clone()
+def windowed_config(
+    config: VIST2Config, window: int | list[int], merge: int | list[int] | None = None
+) -> VIST2Config:
+    """`config` with the encoder seeing `window` px windows (SigLIP's image_size: the square
+    holding as many patches), merging `merge` patches into a token when given."""
+    height, width = (window, window) if isinstance(window, int) else window
+    patch = config.vision_config.patch_size
+    side = math.isqrt((height // patch) * (width // patch))
+    if side * side != (height // patch) * (width // patch) or height % patch or width % patch:
+        raise ConfigError(
+            f"--window {height}x{width}: a SigLIP encoder needs a square number of "
+            f"{patch} px patches in a window"
+        )
+    changes = {"vision_window": window, "vision_config": {"image_size": side * patch}}
+    if merge is not None:
+        changes["merge_size"] = merge
+    return config.replaced(**changes)
 
 
-def windowed_from(source: VIST2Model, window: int) -> VIST2Model:
+def crop_positions(
+    table: torch.Tensor, grid: tuple[int, int], window: tuple[int, int]
+) -> torch.Tensor:
+    """(rows·cols, D) position embeddings of a `grid` of patches -> (wr·wc, D) for a `window` of
+    wr x wc patches: the top-left block of the grid, or the table as it is when the counts match."""
+    rows, cols = grid
+    if window[0] * window[1] == rows * cols:
+        return table.clone()
+    if window[0] > rows or window[1] > cols:
+        raise ConfigError(
+            f"a window of {window[0]} x {window[1]} patches does not fit the source's "
+            f"{rows} x {cols}: crop from a page-wide model instead"
+        )
+    block = table.reshape(rows, cols, -1)[: window[0], : window[1]]  # [wr, wc, D]
+    return block.reshape(window[0] * window[1], -1).clone()
+
+
+def windowed_from(
+    source: VIST2Model, window: int | list[int], merge: int | list[int] | None = None
+) -> VIST2Model:
     if source.config.vision_config.model_type != "siglip_vision_model":
         raise SystemExit("windowed_from.py: only SigLIP (fixed-size) encoders are handled")
-    model = VIST2Model(windowed_config(source.config, window))
+    model = VIST2Model(windowed_config(source.config, window, merge))
     model.language_model.load_state_dict(source.language_model.state_dict())
     model.aligner.load_state_dict(source.aligner.state_dict())
     vision = source.vision_model.state_dict()
     patch = source.config.vision_config.patch_size
+    seen = source.config.window_shape or (
+        source.config.render["page_height"],
+        source.config.render["page_width"],
+    )
+    new = model.config.window_shape
     vision[POSITIONS] = crop_positions(
-        vision[POSITIONS], source.config.vision_config.image_size // patch, window // patch
+        vision[POSITIONS], (seen[0] // patch, seen[1] // patch), (new[0] // patch, new[1] // patch)
     )
     model.vision_model.load_state_dict(vision)
     return model.float()
@@ -52,8 +105,11 @@ def windowed_from(source: VIST2Model, window: int) -> VIST2Model:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="a page-wide model directory or a shipped name (vist2-small)")
-    p.add_argument("--window", type=int, required=True, help="window side in pixels")
+    p.add_argument("model", help="a model directory or a shipped name (vist2-small)")
+    p.add_argument(
+        "--window", type=parse_shape, required=True, help="window side (32) or HxW (16x64) in px"
+    )
+    p.add_argument("--merge", type=parse_shape, help="patches a token, N or RxC (2x8)")
     p.add_argument("--out", required=True, help="directory to write")
     args = p.parse_args()
     try:
@@ -64,8 +120,13 @@ def main() -> None:
 
 def convert(args: argparse.Namespace) -> None:
     source, tokenizer = load_model(args.model)
-    save_model(windowed_from(source.float(), args.window), tokenizer, args.out)
-    carry_history(args.model, args.out, f"scripts/windowed_from.py --window {args.window}")
+    save_model(windowed_from(source.float(), args.window, args.merge), tokenizer, args.out)
+    shape = "x".join(map(str, args.window)) if isinstance(args.window, list) else args.window
+    done = f"scripts/windowed_from.py --window {shape}"
+    if args.merge is not None:
+        merge = "x".join(map(str, args.merge)) if isinstance(args.merge, list) else args.merge
+        done += f" --merge {merge}"
+    carry_history(args.model, args.out, done)
     print(f"wrote {args.out}: {args.model} with vision_window {args.window}")
 
 

@@ -196,6 +196,65 @@ def test_a_windowed_model_trains_and_round_trips(tiny_tokenizer, tmp_path):
     )
 
 
+def strip_config(**overrides) -> VIST2Config:
+    """`tiny_config` with rectangular windows: each 16 x 64 px strip (1 x 4 patches, merged 1 x 4)
+    is one visual token, the page's 4 strips read top to bottom."""
+    vision = tiny_config().to_dict()["vision_config"] | {"image_size": 32}  # 2² = 1 x 4 patches
+    fields = {"vision_window": [16, 64], "merge_size": [1, 4], "vision_config": vision}
+    return tiny_config(**(fields | overrides))
+
+
+def test_rectangular_windows_make_one_token_a_strip():
+    torch.manual_seed(0)
+    model = VIST2Model(strip_config()).eval()
+    pages = torch.rand(2, 64, 64) * 2 - 1
+    with torch.no_grad():
+        tokens = model.encode_pages(pages)  # [2, β=4, D]
+        # oracle: each strip alone through the encoder, its 1 x 4 patches merged into one token
+        strips = []
+        for r in range(4):
+            strip = pages[:, None, 16 * r : 16 * r + 16].expand(2, 3, 16, 64)
+            feats = model.vision_model(pixel_values=strip).last_hidden_state  # [2, 4, D_vision]
+            strips.append(model.aligner.proj(feats.reshape(2, 1, -1)))  # [2, 1, D_text]
+        torch.testing.assert_close(tokens, torch.tanh(torch.cat(strips, 1)))
+        changed = pages.clone()
+        changed[:, 32:48] = -changed[:, 32:48]  # strip 2 only
+        moved = (model.encode_pages(changed) - tokens).abs().amax(dim=(0, 2))
+    assert moved[2] > 1e-3 and moved[[0, 1, 3]].max() == 0
+
+
+def test_a_rectangular_window_model_round_trips(tiny_tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = VIST2Model(strip_config()).eval()
+    pages = torch.rand(8, 64, 64) * 2 - 1
+    expected = run(model, STAGES["sft"], pages, return_logits=True)
+    save_model(model, tiny_tokenizer, tmp_path)
+    loaded, _ = load_model(tmp_path)
+    assert loaded.config.window_shape == (16, 64) and loaded.config.merge_shape == (1, 4)
+    torch.testing.assert_close(
+        run(loaded, STAGES["sft"], pages, return_logits=True).logits, expected.logits
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"vision_window": [48, 64]}, "must divide the page"),
+        (
+            {"vision_window": [16, 48]},
+            "multiple of vision_config.patch_size x merge_size \\(16 x 64 px\\)",
+        ),
+        ({"vision_window": [32, 64]}, "holds 8 patches; a SigLIP encoder .* has 4 position"),
+        ({"merge_size": [1, 3]}, "merge_size \\(\\[1, 3\\]\\) must divide the patch grid"),
+        ({"merge_size": [1, 0]}, "merge_size must be a positive integer or \\[rows, cols\\]"),
+        ({"vision_window": [16, 64, 1]}, "vision_window must be a positive integer or"),
+    ],
+)
+def test_rectangular_window_errors_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        strip_config(**overrides)
+
+
 def test_eager_attention_gets_the_same_mask_as_sdpa(tiny_model):
     pages = torch.rand(8, 64, 64) * 2 - 1
     sdpa = run(tiny_model, STAGES["olm"], pages, return_logits=True)

@@ -32,6 +32,7 @@ class VIST2Config(PreTrainedConfig):
         aligner: "tanh" (paper: tanh(xW + b) per token) or "mlp" (Linear-GELU-Linear).
         merge_size: pixel-shuffle merge of merge_size × merge_size patches into one token before the
             aligner (1 = none). A 2×2 merge keeps β at 4× the patch count, for legible larger pages.
+            `[rows, cols]` merges a rectangle instead (`[2, 8]`: 2 patches tall, 8 wide).
         render: page settings, the fields of `vist2.render.RenderConfig`.
         vision_window: 0 (default) = the vision encoder sees the whole page at once; w > 0 = it
             sees the page in w × w pixel windows, one at a time (w a multiple of patch_size ×
@@ -40,6 +41,11 @@ class VIST2Config(PreTrainedConfig):
             the page's first word into every token and the LLM learns to read that summary
             instead of the page (docs/model/vist2-small.md); windows take that shortcut away.
             A SigLIP encoder's `image_size` is then the window, not the page.
+            `[height, width]` cuts rectangular windows (`[16, 64]` with 8 px patches and merge
+            `[2, 8]`: one visual token per half line at a 16 px line pitch). A SigLIP (v1)
+            encoder has a fixed table of (image_size / patch_size)² position embeddings, so a
+            rectangular window must hold that many patches; the table is read row by row over the
+            window's patches (what it means there is learned in training). SigLIP2 takes any shape.
     """
 
     model_type = "vist2"
@@ -62,9 +68,9 @@ class VIST2Config(PreTrainedConfig):
     visual_tokens_per_page: int = 256
     compression_ratio: float = 4.0
     aligner: str = "tanh"
-    merge_size: int = 1
+    merge_size: int | list[int] = 1
     render: dict | None = None
-    vision_window: int = 0
+    vision_window: int | list[int] = 0
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -115,6 +121,24 @@ class VIST2Config(PreTrainedConfig):
         patch = self.vision_config.patch_size
         return self.render["page_height"] // patch, self.render["page_width"] // patch
 
+    @property
+    def merge_shape(self) -> tuple[int, int]:
+        """(rows, cols) of patches merged into one visual token."""
+        return _pair(self.merge_size, "merge_size")
+
+    @property
+    def window_shape(self) -> tuple[int, int] | None:
+        """(height, width) in pixels of the windows the encoder sees; None = the whole page."""
+        if isinstance(self.vision_window, int) and not isinstance(self.vision_window, bool):
+            if self.vision_window < 0:
+                raise ConfigError(
+                    "VIST2Config.vision_window must be 0 (whole page) or a positive integer "
+                    f"or [height, width], got {self.vision_window!r}"
+                )
+            if self.vision_window == 0:
+                return None
+        return _pair(self.vision_window, "vision_window")
+
     def check(self) -> None:
         """Raise `ConfigError` naming the first field that cannot work."""
         k, beta, ratio = self.chunk_tokens, self.visual_tokens_per_page, self.compression_ratio
@@ -133,10 +157,7 @@ class VIST2Config(PreTrainedConfig):
             raise ConfigError(
                 f"VIST2Config.aligner must be one of {ALIGNERS}, got {self.aligner!r}"
             )
-        if not isinstance(self.merge_size, int) or self.merge_size < 1:
-            raise ConfigError(
-                f"VIST2Config.merge_size must be a positive integer, got {self.merge_size!r}"
-            )
+        merge_rows, merge_cols = self.merge_shape
         for field in ("page_width", "page_height"):
             if field not in self.render:
                 raise ConfigError(f"VIST2Config.render.{field} is missing")
@@ -155,59 +176,86 @@ class VIST2Config(PreTrainedConfig):
                     f"vision_config.patch_size ({patch})"
                 )
         rows, cols = self.patch_grid
-        if rows % self.merge_size or cols % self.merge_size:
+        if rows % merge_rows or cols % merge_cols:
             raise ConfigError(
                 f"VIST2Config.merge_size ({self.merge_size}) must divide the patch grid "
                 f"({rows} x {cols} patches)"
             )
-        tokens = rows * cols // self.merge_size**2
+        tokens = (rows // merge_rows) * (cols // merge_cols)
         if tokens != beta:
             raise ConfigError(
                 f"VIST2Config.visual_tokens_per_page ({beta}) does not match the page: "
-                f"{rows} x {cols} patches / merge {self.merge_size}² = {tokens} tokens"
+                f"{rows} x {cols} patches / merge {merge_rows} x {merge_cols} = {tokens} tokens"
             )
         self._check_encoder_input()
 
     def _check_encoder_input(self) -> None:
         """The encoder's input (the page, or one window of it) must fit the vision config."""
-        window = self.vision_window
+        window = self.window_shape
         width, height = self.render["page_width"], self.render["page_height"]
-        if not isinstance(window, int) or window < 0:
-            raise ConfigError(
-                f"VIST2Config.vision_window must be 0 (whole page) or a positive integer, "
-                f"got {window!r}"
-            )
+        patch = self.vision_config.patch_size
         if window:
-            cell = self.vision_config.patch_size * self.merge_size
-            if window % cell:
+            merge_rows, merge_cols = self.merge_shape
+            cell_h, cell_w = patch * merge_rows, patch * merge_cols
+            if window[0] % cell_h or window[1] % cell_w:
                 raise ConfigError(
-                    f"VIST2Config.vision_window ({window}) must be a multiple of "
-                    f"vision_config.patch_size x merge_size ({cell}), so that each window makes "
-                    "whole visual tokens"
+                    f"VIST2Config.vision_window ({self.vision_window}) must be a multiple of "
+                    f"vision_config.patch_size x merge_size ({cell_h} x {cell_w} px), so that "
+                    "each window makes whole visual tokens"
                 )
-            if width % window or height % window:
+            if height % window[0] or width % window[1]:
                 raise ConfigError(
-                    f"VIST2Config.vision_window ({window}) must divide the page "
+                    f"VIST2Config.vision_window ({self.vision_window}) must divide the page "
                     f"({width} x {height})"
                 )
-        seen_w, seen_h = (window, window) if window else (width, height)
-        what = f"vision_window ({window})" if window else f"render page ({width} x {height})"
+        seen_h, seen_w = window or (height, width)
+        what = (
+            f"vision_window ({self.vision_window})"
+            if window
+            else f"render page ({width} x {height})"
+        )
         if self.vision_config.model_type == "siglip_vision_model":
-            size = self.vision_config.image_size
-            if seen_w != size or seen_h != size:
-                raise ConfigError(
-                    f"VIST2Config.{what} must equal vision_config.image_size ({size}) "
-                    "for a SigLIP encoder (fixed position embeddings)"
-                )
+            self._check_siglip_positions(what, seen_h, seen_w)
         else:
-            patches = (seen_w // self.vision_config.patch_size) * (
-                seen_h // self.vision_config.patch_size
-            )
+            patches = (seen_w // patch) * (seen_h // patch)
             if patches > self.vision_config.num_patches:
                 raise ConfigError(
                     f"VIST2Config.{what} has {patches} patches, more than "
                     f"vision_config.num_patches ({self.vision_config.num_patches})"
                 )
+
+    def _check_siglip_positions(self, what: str, seen_h: int, seen_w: int) -> None:
+        """SigLIP (v1) adds a fixed table of (image_size / patch)² position embeddings."""
+        size, patch = self.vision_config.image_size, self.vision_config.patch_size
+        if seen_h == seen_w:
+            if seen_w != size:
+                raise ConfigError(
+                    f"VIST2Config.{what} must equal vision_config.image_size ({size}) "
+                    "for a SigLIP encoder (fixed position embeddings)"
+                )
+            return
+        patches, table = (seen_h // patch) * (seen_w // patch), (size // patch) ** 2
+        if patches != table:
+            raise ConfigError(
+                f"VIST2Config.{what} holds {patches} patches; a SigLIP encoder with "
+                f"vision_config.image_size {size} has {table} position embeddings, and a "
+                "rectangular window must hold exactly that many"
+            )
+
+
+def _pair(value: Any, field: str) -> tuple[int, int]:
+    """A positive int n -> (n, n); [a, b] of positive ints -> (a, b); else ConfigError."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value, value
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise ConfigError(
+        f"VIST2Config.{field} must be a positive integer or [rows, cols] of them, got {value!r}"
+    )
 
 
 __all__ = ["VIST2Config"]

@@ -5,7 +5,7 @@ Notable:
   real Qwen3 / SigLIP2 checkpoint drops in: `VIST2Model.from_parts(llm_dir, vision_dir, ...)`.
 - Pages enter as grayscale tensors (N, H, W) in [-1, 1] and are repeated to the encoder's
   channels, so an RGB-pretrained SigLIP reads them unchanged. With `config.vision_window` the
-  encoder sees each page as w × w windows, one at a time (`cut_windows` / `join_windows`).
+  encoder sees each page as h × w windows, one at a time (`cut_windows` / `join_windows`).
 - Visual tokens are spliced into the LLM's input embeddings at the slots the layout marks; a count
   mismatch raises a clear `ValueError` instead of a shape error deep in torch.
 - The loss runs the LM head only on labelled slots, and by default one checkpointed chunk of them
@@ -74,7 +74,7 @@ class VIST2Model(PreTrainedModel):
             vision_hidden=config.vision_config.hidden_size,
             text_hidden=config.text_config.hidden_size,
             grid=config.patch_grid,
-            merge_size=config.merge_size,
+            merge_size=config.merge_shape,
             kind=config.aligner,
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
@@ -134,16 +134,17 @@ class VIST2Model(PreTrainedModel):
         pixels = pages.to(dtype)[:, None].expand(
             n, vcfg.num_channels, height, width
         )  # [N, C, H, W]
-        window = self.config.vision_window
+        window = self.config.window_shape  # (h, w) px or None
         if window:
-            pixels = cut_windows(pixels, window)  # [N·n_windows, C, w, w]
+            pixels = cut_windows(pixels, window)  # [N·n_windows, C, h, w]
         if vcfg.model_type == "siglip2_vision_model":
             feats = self._encode_naflex(pixels)
         else:
             feats = self.vision_model(pixel_values=pixels).last_hidden_state  # [N', P', D_vision]
         if window:
+            p = vcfg.patch_size
             feats = join_windows(
-                feats, n, height // window, width // window, window // vcfg.patch_size
+                feats, n, height // window[0], width // window[1], (window[0] // p, window[1] // p)
             )  # [N, P, D_vision] in page patch order
         return self.aligner(feats)  # [N, β, D_text]
 
@@ -268,24 +269,29 @@ class VIST2Model(PreTrainedModel):
 __all__ = ["VIST2Model", "VIST2Output"]
 
 
-def cut_windows(pixels: torch.Tensor, window: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N·(H/w)·(W/w), C, w, w): each page's windows, row by row."""
+def cut_windows(pixels: torch.Tensor, window: int | tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) -> (N·(H/h)·(W/w), C, h, w): each page's h × w windows, row by row."""
+    wh, ww = (window, window) if isinstance(window, int) else window
     n, c, height, width = pixels.shape
-    rows, cols = height // window, width // window
-    tiles = pixels.reshape(n, c, rows, window, cols, window).permute(
+    rows, cols = height // wh, width // ww
+    tiles = pixels.reshape(n, c, rows, wh, cols, ww).permute(
         0, 2, 4, 1, 3, 5
-    )  # [N, R, Cw, C, w, w]
-    return tiles.reshape(n * rows * cols, c, window, window)
+    )  # [N, R, Cw, C, h, w]
+    return tiles.reshape(n * rows * cols, c, wh, ww)
 
 
-def join_windows(feats: torch.Tensor, pages: int, rows: int, cols: int, side: int) -> torch.Tensor:
-    """(N·R·Cw, side², D) window patch features -> (N, P, D) in whole-page patch order
-    (row-major over the page's patch grid), which is what the aligner's merge expects."""
+def join_windows(
+    feats: torch.Tensor, pages: int, rows: int, cols: int, side: int | tuple[int, int]
+) -> torch.Tensor:
+    """(N·R·Cw, ph·pw, D) window patch features -> (N, P, D) in whole-page patch order
+    (row-major over the page's patch grid), which is what the aligner's merge expects.
+    `side`: the window's patch grid, (ph, pw) or one int for a square."""
+    ph, pw = (side, side) if isinstance(side, int) else side
     d = feats.shape[-1]
-    grid = feats.reshape(pages, rows, cols, side, side, d).permute(
+    grid = feats.reshape(pages, rows, cols, ph, pw, d).permute(
         0, 1, 3, 2, 4, 5
-    )  # [N, R, side, Cw, side, D]
-    return grid.reshape(pages, rows * side * cols * side, d)
+    )  # [N, R, ph, Cw, pw, D]
+    return grid.reshape(pages, rows * ph * cols * pw, d)
 
 
 def _drop_pooling_head(model: VIST2Model) -> None:

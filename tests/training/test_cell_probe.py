@@ -14,11 +14,21 @@ PITCH16 = RenderConfig(page_width=128, page_height=128, font_size=12, line_heigh
 def test_letters_land_in_their_cell_and_line():
     script = load_script("cell_probe")
     renderer = PageRenderer(PITCH16)
-    targets = script.cell_targets(renderer, "ab\ncd\n\nxy", 32, 16, (4, 4))  # (16, 2, 26)
+    targets = script.cell_targets(renderer, "ab\ncd\n\nxy", (32, 32), 16, (4, 4))  # (16, 2, 26)
     assert targets.shape == (16, 2, 26)
     on = {(cell, line, script.LETTERS[k]) for cell, line, k in zip(*targets.nonzero(), strict=True)}
     # line 1 and 2 of the page: cell 0, its top and second line; line 4: cell 4 (row 1), line 1
     assert on == {(0, 0, "a"), (0, 0, "b"), (0, 1, "c"), (0, 1, "d"), (4, 1, "x"), (4, 1, "y")}
+
+
+def test_rectangular_cells_hold_one_line_each():
+    script = load_script("cell_probe")
+    renderer = PageRenderer(PITCH16)
+    # 16 x 64 px cells: 8 rows of 2; page lines 1, 2, 4 land in rows 0, 1, 3 (left cell)
+    targets = script.cell_targets(renderer, "ab\ncd\n\nxy", (16, 64), 16, (8, 2))
+    assert targets.shape == (16, 1, 26)
+    on = {(cell, line, script.LETTERS[k]) for cell, line, k in zip(*targets.nonzero(), strict=True)}
+    assert on == {(0, 0, "a"), (0, 0, "b"), (2, 0, "c"), (2, 0, "d"), (6, 0, "x"), (6, 0, "y")}
 
 
 def test_a_probe_that_knows_the_letters_explains_them_and_a_blind_one_does_not():
@@ -43,8 +53,8 @@ def test_encoder_features_are_the_patches_each_token_is_merged_from():
     with torch.no_grad():
         tokens = model.encode_pages(pages * 2 - 1)  # [2, β, D_text]
     caught.handle.remove()
-    m, width = model.config.merge_size, model.config.vision_config.hidden_size
-    assert caught.last.shape == (2, tokens.shape[1], m * m * width)
+    (mr, mc), width = model.config.merge_shape, model.config.vision_config.hidden_size
+    assert caught.last.shape == (2, tokens.shape[1], mr * mc * width)
     with torch.no_grad():  # the aligner's own input, merged: what makes the tokens
         made = model.aligner.proj(caught.last)
     if model.config.aligner == "tanh":

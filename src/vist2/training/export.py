@@ -78,11 +78,13 @@ def started_from(model: str | Path) -> dict | None:
 
 def carry_history(source: str | Path, out: str | Path, converted: str) -> None:
     """Give `out`, a model a script made from `source`, source's training record marked
-    `converted` (what the script did), so a run from `out` keeps its chain. Nothing to carry for
-    an untrained source."""
+    `converted` (what the script did; a source that was itself converted since its training keeps
+    that step first: "A; then B"), so a run from `out` keeps its chain. Nothing to carry for an
+    untrained source."""
     history = started_from(source)
     if history is not None:
-        history["converted"] = converted
+        before = history.get("converted")
+        history["converted"] = f"{before}; then {converted}" if before else converted
         text = json.dumps(history, indent=2) + "\n"
         (Path(out) / "training.json").write_text(text, encoding="utf-8")
 
