@@ -236,6 +236,28 @@ def test_a_rectangular_window_model_round_trips(tiny_tokenizer, tmp_path):
     )
 
 
+def test_siglip2_takes_rectangular_windows_as_they_are():
+    vision = dict(
+        model_type="siglip2_vision_model",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_patches=16,
+        patch_size=16,
+        vision_use_head=False,
+    )
+    model = VIST2Model(strip_config(vision_config=vision)).eval()
+    pages = torch.rand(2, 64, 64) * 2 - 1
+    with torch.no_grad():
+        tokens = model.encode_pages(pages)  # [2, β=4, D]
+        changed = pages.clone()
+        changed[:, :16] = -changed[:, :16]  # strip 0 only
+        moved = (model.encode_pages(changed) - tokens).abs().amax(dim=(0, 2))
+    assert tokens.shape == (2, BETA, model.config.text_config.hidden_size)
+    assert moved[0] > 1e-3 and moved[1:].max() == 0
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
