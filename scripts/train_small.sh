@@ -49,9 +49,9 @@
 #  25-34.    five more rounds as 23-24, 6,000 OCR steps each (small-windowed-ocr-full-2..6.json,
 #            seeds 6-10; OLM small-olm-mix-half-lr-5..9.json, seeds 5-9; run 34's 1,200 steps)
 #
-# (Runs 35-37, plain text in an OCR round, and runs 38-39, the same on 16 px-pitch pages, were
-# measured and not shipped; their commands are in docs/quality/r-sweep/README.md and the model
-# card, item 14.)
+# (Runs 35-37, plain text in an OCR round, runs 38-39, the same on 16 px-pitch pages, and runs
+# 40-41, the same with one line to a visual token (16 x 64 px windows), were measured and not
+# shipped; their commands are in docs/quality/r-sweep/README.md and the model card, items 14-15.)
 #
 # The configs ask for bf16 autocast, 1.45x faster than fp32 on the CPU (with AMX) that ran runs
 # 3-34; on a CPU without bf16 instructions (AVX2 only) bf16 is ~30x slower: vist2 train warns,
