@@ -45,6 +45,11 @@ def parse_shape(text: str) -> int | list[int]:
     raise argparse.ArgumentTypeError(f"{text!r}: give N or HxW, e.g. 32 or 16x64")
 
 
+def shape_text(shape: int | list[int]) -> str:
+    """32 -> "32"; [16, 64] -> "16x64": `parse_shape` backwards."""
+    return "x".join(map(str, shape)) if isinstance(shape, list) else str(shape)
+
+
 def windowed_config(
     config: VIST2Config, window: int | list[int], merge: int | list[int] | None = None
 ) -> VIST2Config:
@@ -121,11 +126,9 @@ def main() -> None:
 def convert(args: argparse.Namespace) -> None:
     source, tokenizer = load_model(args.model)
     save_model(windowed_from(source.float(), args.window, args.merge), tokenizer, args.out)
-    shape = "x".join(map(str, args.window)) if isinstance(args.window, list) else args.window
-    done = f"scripts/windowed_from.py --window {shape}"
+    done = f"scripts/windowed_from.py --window {shape_text(args.window)}"
     if args.merge is not None:
-        merge = "x".join(map(str, args.merge)) if isinstance(args.merge, list) else args.merge
-        done += f" --merge {merge}"
+        done += f" --merge {shape_text(args.merge)}"
     carry_history(args.model, args.out, done)
     print(f"wrote {args.out}: {args.model} with vision_window {args.window}")
 

@@ -134,20 +134,21 @@ def test_from_parts_uses_the_pretrained_weights(tmp_path):
         VIST2Model.from_parts(tmp_path / "missing", tmp_path / "vision")
 
 
+# a tiny SigLIP2 (NaFlex) tower: takes any patch grid up to 16 patches
+SIGLIP2_VISION = dict(
+    model_type="siglip2_vision_model",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_patches=16,
+    patch_size=16,
+    vision_use_head=False,
+)
+
+
 def test_siglip2_naflex_encoder_and_mlp_aligner():
-    cfg = tiny_config(
-        vision_config=dict(
-            model_type="siglip2_vision_model",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_patches=16,
-            patch_size=16,
-            vision_use_head=False,
-        ),
-        aligner="mlp",
-    )
+    cfg = tiny_config(vision_config=SIGLIP2_VISION, aligner="mlp")
     model = VIST2Model(cfg)
     tokens = model.encode_pages(torch.rand(3, 64, 64))
     assert tokens.shape == (3, BETA, cfg.text_config.hidden_size)
@@ -237,17 +238,7 @@ def test_a_rectangular_window_model_round_trips(tiny_tokenizer, tmp_path):
 
 
 def test_siglip2_takes_rectangular_windows_as_they_are():
-    vision = dict(
-        model_type="siglip2_vision_model",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_patches=16,
-        patch_size=16,
-        vision_use_head=False,
-    )
-    model = VIST2Model(strip_config(vision_config=vision)).eval()
+    model = VIST2Model(strip_config(vision_config=SIGLIP2_VISION)).eval()
     pages = torch.rand(2, 64, 64) * 2 - 1
     with torch.no_grad():
         tokens = model.encode_pages(pages)  # [2, β=4, D]
