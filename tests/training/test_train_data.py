@@ -3,6 +3,7 @@
 import functools
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -186,6 +187,36 @@ def test_olm_ocr_fraction_mixes_in_read_backs_of_the_first_chunk(
     assert is_read == [ex.layout.num_pages == 1 for ex in examples(0.5)[1]]  # keyed by sample
     with pytest.raises(Vist2Error, match="olm_ocr_fraction"):
         tiny_train_config("olm", olm_ocr_fraction=1.5)
+
+
+def test_olm_recall_fraction_asks_for_a_key_written_on_an_earlier_page(
+    tmp_path, model_config, tiny_tokenizer
+):
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
+
+    def texts(fraction, **overrides):
+        cfg = tiny_train_config("olm", olm_recall_fraction=fraction, max_length=160, **overrides)
+        ds = OLMDataset(docs, model_config, tiny_tokenizer, cfg)
+        return [ds[s] for s in range(16)]
+
+    def text_of(ex):
+        return tiny_tokenizer.decode(ex.layout.input_ids[~ex.layout.visual].tolist())
+
+    plain, every, half = texts(0.0), texts(1.0), texts(0.5)
+    for olm, recall in zip(plain, every, strict=True):
+        assert len(recall.layout) == len(olm.layout)  # the same length, the same pages
+        assert recall.pages.shape == olm.pages.shape
+        text = text_of(recall)
+        key = re.search(r" (\d{5})\.$", text).group(1)
+        assert text.count(key) >= 2  # the fact and the answer
+        assert not re.search(r"\d{5}\.$", text_of(olm))
+    asks = [bool(re.search(r" \d{5}\.$", text_of(ex))) for ex in half]
+    assert 0 < sum(asks) < len(asks)
+    assert asks == [bool(re.search(r" \d{5}\.$", text_of(ex))) for ex in texts(0.5)]
+    read_backs = texts(1.0, olm_ocr_fraction=1.0)  # a read-back stays a read-back
+    assert all(ex.layout.num_pages == 1 for ex in read_backs)
+    with pytest.raises(Vist2Error, match="olm_recall_fraction"):
+        tiny_train_config("olm", olm_recall_fraction=-0.1)
 
 
 def test_text_baseline_example_is_plain_text_with_loss_on_every_token(

@@ -165,6 +165,10 @@ class TrainConfig:
     """OLM only: fraction of samples that are a stage-2 read-back of one page of the span instead
     of an OLM sequence, so the LLM keeps reading its pages while it learns to write from them
     (without it, a weak reader unlearns reading: the pages barely help the OLM loss)."""
+    olm_recall_fraction: float = 0.0
+    """OLM only: fraction of samples (of those not read back) that get a fact with a five-digit
+    key on one of their pages and end with its question and answer (`vist2.training.recall`), so
+    the LLM learns to look a detail up on an earlier page: what `vist2 eval needle` asks."""
     synthetic_size: int = 100_000
     """Caption only: samples in one epoch of the built-in synthetic shapes set."""
 
@@ -286,7 +290,12 @@ class TrainConfig:
                 self._fail(name, f"must be a number in [{low}, {high}]")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             self._fail("adam_betas", "must be two numbers in [0, 1)")
-        for name in ("ocr_shuffle_fraction", "ocr_text_fraction", "olm_ocr_fraction"):
+        for name in (
+            "ocr_shuffle_fraction",
+            "ocr_text_fraction",
+            "olm_ocr_fraction",
+            "olm_recall_fraction",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 self._fail(name, "must be a number in [0, 1]")

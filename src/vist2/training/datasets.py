@@ -23,6 +23,7 @@ the text-only baseline (stage "text") [span as raw text], loss on every token, n
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import warnings
@@ -49,6 +50,7 @@ from vist2.render import PageRenderer, pages_to_tensor
 from vist2.training.config import TrainConfig
 from vist2.training.curriculum import page_tokens_for_page, pages_for_sample
 from vist2.training.problems import DataProblem, ProblemLog
+from vist2.training.recall import recall_ids
 from vist2.training.sources import Document, read_captions, read_chats, read_documents
 from vist2.training.synthetic import image_to_page, synthetic_caption
 
@@ -319,9 +321,11 @@ class OLMDataset(_SpanDataset):
         ids, source, line = self.span_ids(unit)
         if len(ids) < 2:
             raise SkipRecord(DataProblem(source, line, "too little text for a training sequence"))
-        chunks = split_into_chunks(ids, self.tokenizer, self.chunk_tokens, self.beta)
         if self.reads_back(sample):
-            return self.read_back_example(chunks[0], source, line)
+            first = split_into_chunks(ids, self.tokenizer, self.chunk_tokens, self.beta)[0]
+            return self.read_back_example(first, source, line)
+        ids = self.with_recall(sample, ids)
+        chunks = split_into_chunks(ids, self.tokenizer, self.chunk_tokens, self.beta)
         pages = self.render([c.text for c in chunks[:-1]], source, line)
         return Example(build_layout(olm_layout(chunks), self.beta), pages)
 
@@ -329,6 +333,17 @@ class OLMDataset(_SpanDataset):
         """Whether `sample` is a read-back (`TrainConfig.olm_ocr_fraction`), keyed by (seed,
         sample) so that resuming draws the same."""
         return drawn(self.config.olm_ocr_fraction, f"{self.config.seed}-olm-{sample}")
+
+    def with_recall(self, sample: int, ids: list[int]) -> list[int]:
+        """`ids`, or for `TrainConfig.olm_recall_fraction` of samples the same length with a fact
+        on one of its pages and its question and answer at the end (`recall.recall_ids`); draws
+        keyed by (seed, sample)."""
+        seed = self.config.seed
+        if not drawn(self.config.olm_recall_fraction, f"{seed}-recall-{sample}"):
+            return ids
+        rng = random.Random(f"{seed}-recall-key-{sample}")
+        encoder = functools.partial(encode, self.tokenizer)
+        return recall_ids(ids, encoder, self.chunk_tokens, rng) or ids
 
     def read_back_example(self, chunk: Chunk, source: str, line: int | None) -> Example:
         """Stage 2's [v1, c1] for the span's first chunk: its page, then its tokens."""

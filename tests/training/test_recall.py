@@ -1,0 +1,54 @@
+"""Recall samples: a fact on a page, its question and key at the end, the length kept."""
+
+import functools
+import random
+import re
+
+import pytest
+from train_helpers import english_text
+
+from vist2.training.datasets import encode
+from vist2.training.recall import FACTS, recall_ids
+
+K = 16
+
+
+@pytest.fixture(scope="module")
+def enc(tiny_tokenizer):
+    return functools.partial(encode, tiny_tokenizer)
+
+
+def contains(ids: list[int], part: list[int]) -> bool:
+    return any(ids[i : i + len(part)] == part for i in range(len(ids) - len(part) + 1))
+
+
+def find(ids: list[int], part: list[int]) -> int:
+    return next(i for i in range(len(ids) - len(part) + 1) if ids[i : i + len(part)] == part)
+
+
+def test_the_fact_is_on_a_page_before_the_chunk_of_its_answer(enc, tiny_tokenizer):
+    filler = enc(english_text(3_000))[:200]
+    templates = set()
+    for seed in range(30):
+        ids = recall_ids(filler, enc, K, random.Random(seed))
+        assert len(ids) == len(filler)
+        key = re.search(r" (\d{5})\.$", tiny_tokenizer.decode(ids)).group(1)
+        answer = enc(f" {key}.")
+        assert ids[-len(answer) :] == answer
+        (fact, question), at = next(
+            ((f, q), find(ids, enc(f" {f.format(key=key)} ")))
+            for f, q in FACTS
+            if contains(ids, enc(f" {f.format(key=key)} "))
+        )
+        templates.add(fact)
+        fact_ids = enc(f" {fact.format(key=key)} ")
+        answer_chunk = (len(ids) - len(answer)) // K
+        assert (at + len(fact_ids) - 1) // K < answer_chunk  # the fact is only on pages
+        ask = enc(f" {question}")
+        assert ids[-len(answer) - len(ask) : -len(answer)] == ask
+    assert len(templates) > 1
+
+
+def test_a_span_too_short_for_a_page_before_the_answer_is_left_alone(enc):
+    filler = enc(english_text(400))[:20]
+    assert all(recall_ids(filler, enc, K, random.Random(s)) is None for s in range(10))
