@@ -28,25 +28,27 @@ def find(ids: list[int], part: list[int]) -> int:
 
 def test_the_fact_is_on_a_page_before_the_chunk_of_its_answer(enc, tiny_tokenizer):
     filler = enc(english_text(3_000))[:200]
-    templates = set()
-    for seed in range(30):
+    templates, answer_ends = set(), []
+    for seed in range(40):
         ids = recall_ids(filler, enc, K, random.Random(seed))
         assert len(ids) == len(filler)
-        key = re.search(r" (\d{5})\.$", tiny_tokenizer.decode(ids)).group(1)
-        answer = enc(f" {key}.")
-        assert ids[-len(answer) :] == answer
-        (fact, question), at = next(
-            ((f, q), find(ids, enc(f" {f.format(key=key)} ")))
-            for f, q in FACTS
-            if contains(ids, enc(f" {f.format(key=key)} "))
-        )
+        fact, question = next((f, q) for f, q in FACTS if contains(ids, enc(f" {q}")))
         templates.add(fact)
-        fact_ids = enc(f" {fact.format(key=key)} ")
-        answer_chunk = (len(ids) - len(answer)) // K
-        assert (at + len(fact_ids) - 1) // K < answer_chunk  # the fact is only on pages
         ask = enc(f" {question}")
-        assert ids[-len(answer) - len(ask) : -len(answer)] == ask
+        answer_start = find(ids, ask) + len(ask)
+        key = re.match(r" (\d{5})\.", tiny_tokenizer.decode(ids[answer_start:])).group(1)
+        answer = enc(f" {key}.")
+        assert ids[answer_start : answer_start + len(answer)] == answer
+        fact_ids = enc(f" {fact.format(key=key)} ")
+        at = find(ids, fact_ids)
+        assert (at + len(fact_ids) - 1) // K < answer_start // K  # the fact is only on pages
+        if answer_start + len(answer) == len(ids):
+            answer_ends.append("sample")
+        else:  # the question ends a page, the answer begins the next chunk, filler follows
+            assert answer_start % K == 0
+            answer_ends.append("chunk")
     assert len(templates) > 1
+    assert 0 < answer_ends.count("chunk") < len(answer_ends)
 
 
 def test_a_span_too_short_for_a_page_before_the_answer_is_left_alone(enc):

@@ -28,24 +28,29 @@ def recall_ids(
     chunk_tokens: int,
     rng: random.Random,
 ) -> list[int] | None:
-    """`filler` (at most as many tokens as the sample may hold) with a fact inserted on one of its
-    pages and its question and answer appended, cut to the same length; None when the span is too
-    short to put the fact on a page before the answer's chunk.
+    """`filler` with a fact inserted on one of its pages, then its question and answer, the same
+    length as `filler`; None when `filler` is too short to put the fact on a page.
 
-    The fact goes at a random token offset that ends before the chunk (of `chunk_tokens`) holding
-    the answer's first token, so only a page carries it there."""
+    Half the time (drawn from `rng`) the question ends a page and the answer begins the next
+    chunk, as when a prompt's last chunk is compressed (`vist2 eval needle`: the question is on a
+    page, and the model writes after it); then more filler follows. Otherwise the answer ends the
+    sample in the question's chunk. Either way the fact ends before the chunk of the answer's
+    first token, so only a page carries it there."""
     fact, question = rng.choice(FACTS)
     key = f"{rng.randrange(100_000):05d}"
     fact_ids = encode(" " + fact.format(key=key) + " ")
     ask_ids = encode(" " + question)
     answer_ids = encode(" " + key + ".")
-    room = len(filler) - len(fact_ids) - len(ask_ids) - len(answer_ids)
-    if room < 0:
+    length = len(filler)
+    if rng.random() < 0.5:  # the answer begins a chunk
+        answer_start = (length - len(answer_ids)) // chunk_tokens * chunk_tokens
+    else:  # the answer ends the sample
+        answer_start = length - len(answer_ids)
+    room = answer_start - len(fact_ids) - len(ask_ids)
+    last_offset = answer_start // chunk_tokens * chunk_tokens - len(fact_ids)
+    if room < 0 or last_offset < 0:
         return None
     text = list(filler[:room])
-    answer_start = len(text) + len(fact_ids) + len(ask_ids)
-    last_offset = (answer_start // chunk_tokens) * chunk_tokens - len(fact_ids)
-    if last_offset < 0:
-        return None
-    at = rng.randint(0, min(last_offset, len(text)))
-    return text[:at] + fact_ids + text[at:] + ask_ids + answer_ids
+    after = list(filler[room : room + length - answer_start - len(answer_ids)])
+    at = rng.randint(0, min(last_offset, room))
+    return text[:at] + fact_ids + text[at:] + ask_ids + answer_ids + after
