@@ -1,0 +1,152 @@
+"""How well a model recalls a key from its pages, teacher-forced, on held-out text.
+
+Builds the OLM stage's recall samples (`vist2.training.recall`: a fact with a five-digit key on a
+page, its question and answer later) from held-out spans, runs one forward pass of the training
+layout and scores the answer's key tokens: how many samples get every key token right (argmax)
+and the mean loss on them. A control swaps the key on the page for another one, the answer left
+as it was: a model that reads the key off the page loses there; one that guesses does not.
+The two kinds of sample are scored apart: the answer in the question's chunk, or beginning the
+chunk after the question's page (as `vist2 eval needle` asks under `global`).
+
+    python scripts/recall_probe.py /work/runs/r45-olm-recall-paged/model --samples 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import random
+import re
+
+import torch
+
+from vist2.chunker import split_into_chunks
+from vist2.engine import Engine
+from vist2.errors import Vist2Error
+from vist2.eval.data import read_eval_documents
+from vist2.layout import build_layout, collate_layouts, olm_layout
+from vist2.render import pages_to_tensor
+from vist2.training.config import recipe
+from vist2.training.datasets import OLMDataset, encode
+from vist2.training.recall import FACTS, recall_ids
+
+
+def find(ids: list[int], part: list[int]) -> int:
+    """Where `part` starts in `ids` (-1 if nowhere)."""
+    return next((i for i in range(len(ids) - len(part) + 1) if ids[i : i + len(part)] == part), -1)
+
+
+def recall_sample(ids: list[int], tokenizer) -> dict | None:
+    """The answer's place, key and key tokens in a recall sample (None if it holds no question)."""
+    enc = functools.partial(encode, tokenizer)
+    for fact, question in FACTS:
+        ask = enc(" " + question)
+        at = find(ids, ask)
+        found = re.match(r" (\d{5})\.", tokenizer.decode(ids[at + len(ask) :])) if at >= 0 else None
+        if found:
+            key = found.group(1)
+            answer = enc(f" {key}.")
+            digits = enc(f" {key}")
+            scored = len(digits) if answer[: len(digits)] == digits else len(answer)
+            return {"fact": fact, "key": key, "start": at + len(ask), "digits": scored}
+    return None
+
+
+def swap_key(ids: list[int], sample: dict, enc, rng: random.Random) -> list[int] | None:
+    """`ids` with the key in its fact replaced by another of the same token length."""
+    old = enc(" " + sample["fact"].format(key=sample["key"]) + " ")
+    at = find(ids, old)
+    for _ in range(50):
+        other = f"{rng.randrange(100_000):05d}"
+        new = enc(" " + sample["fact"].format(key=other) + " ")
+        if other != sample["key"] and len(new) == len(old):
+            return ids[:at] + new + ids[at + len(old) :]
+    return None
+
+
+def score(engine: Engine, ids: list[int], sample: dict) -> tuple[bool, float]:
+    """(every key token right, mean loss on them) of one forward pass over `ids`' OLM layout."""
+    k, beta = engine.model.config.chunk_tokens, engine.model.config.visual_tokens_per_page
+    chunks = split_into_chunks(ids, engine.tokenizer, k, beta)
+    layout = build_layout(olm_layout(chunks), beta)
+    pages = pages_to_tensor(engine.renderer.render_batch([c.text for c in chunks[:-1]]))
+    batch = collate_layouts([layout])
+    text_slots = (~layout.visual).nonzero().flatten().tolist()  # slot of each text token
+    wanted = range(sample["start"], sample["start"] + sample["digits"])
+    with torch.no_grad():
+        out = engine.model(
+            input_ids=batch["input_ids"],
+            visual_mask=batch["visual_mask"],
+            pages=pages,
+            position_ids=batch["position_ids"],
+            attention_mask=batch["attention_mask"],
+        )
+    logits = out.logits[0]  # [L, V]
+    right, losses = True, []
+    for i in wanted:  # the slot that predicts text token i is the last one labelled with it
+        slot = max(s for s in range(text_slots[i]) if int(layout.labels[s]) == ids[i])
+        logp = torch.log_softmax(logits[slot].float(), -1)
+        losses.append(-float(logp[ids[i]]))
+        right &= int(logp.argmax()) == ids[i]
+    return right, sum(losses) / len(losses)
+
+
+def run(args: argparse.Namespace) -> dict:
+    engine = Engine.from_pretrained(args.model)
+    config = engine.model.config
+    train = recipe("olm", "tiny").with_overrides({"max_length": args.max_length})
+    spans = OLMDataset(read_eval_documents(args.data, "heldout"), config, engine.tokenizer, train)
+    enc = functools.partial(encode, engine.tokenizer)
+    rng = random.Random(args.seed)
+    tally: dict[str, dict[str, list]] = {}
+    units = rng.sample(range(spans.num_units), min(args.samples * 2, spans.num_units))
+    for unit in units:
+        ids = recall_ids(spans.span_ids(unit)[0], enc, config.chunk_tokens, rng)
+        sample = recall_sample(ids, engine.tokenizer) if ids else None
+        swapped = swap_key(ids, sample, enc, rng) if sample else None
+        if swapped is None:
+            continue
+        where = "next chunk" if sample["start"] % config.chunk_tokens == 0 else "same chunk"
+        cell = tally.setdefault(where, {"real": [], "swapped": []})
+        cell["real"].append(score(engine, ids, sample))
+        cell["swapped"].append(score(engine, swapped, sample))
+        if sum(len(c["real"]) for c in tally.values()) >= args.samples:
+            break
+    return {
+        "model": args.model,
+        "samples": {w: len(c["real"]) for w, c in tally.items()},
+        "answer": {
+            where: {
+                page: {
+                    "key_right": sum(r for r, _ in scores) / len(scores),
+                    "key_loss": sum(loss for _, loss in scores) / len(scores),
+                }
+                for page, scores in cell.items()
+            }
+            for where, cell in tally.items()
+        },
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="a model directory or name")
+    p.add_argument("--data", default="../shared/corpora/en", help="a corpus folder (held-out part)")
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=640, help="slots a sample (as in training)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the figures here as JSON")
+    args = p.parse_args()
+    try:
+        result = run(args)
+    except Vist2Error as err:  # a missing model or corpus: one line
+        raise SystemExit(f"recall_probe.py: {err}") from None
+    print(json.dumps(result, indent=2))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
