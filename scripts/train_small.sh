@@ -49,9 +49,14 @@
 #  25-34.    five more rounds as 23-24, 6,000 OCR steps each (small-windowed-ocr-full-2..6.json,
 #            seeds 6-10; OLM small-olm-mix-half-lr-5..9.json, seeds 5-9; run 34's 1,200 steps)
 #
-# (Runs 35-37, plain text in an OCR round, runs 38-39, the same on 16 px-pitch pages, and runs
-# 40-41, the same with one line to a visual token (16 x 64 px windows), were measured and not
-# shipped; their commands are in docs/quality/r-sweep/README.md and the model card, items 14-15.)
+# Then one line to a visual token (docs/model/vist2-small.md, items 14-15): run 34's weights on
+# pages drawn at a 16 px line pitch, encoded in 16 x 64 px windows (2 x 8 patches a token):
+#
+#  40. OCR   configs/train/small-windowed-ocr-full-7.json  4,000 steps, a quarter plain text, seed 11
+#  46. OLM   configs/train/small-olm-aligner.json  600 steps, the aligner trained with the LLM
+#
+# (Runs 35-39 and 41-45 were measured and not shipped; their commands are in
+# docs/quality/r-sweep/README.md and the model card, items 14-16.)
 #
 # The configs ask for bf16 autocast, 1.45x faster than fp32 on the CPU (with AMX) that ran runs
 # 3-34; on a CPU without bf16 instructions (AVX2 only) bf16 is ~30x slower: vist2 train warns,
@@ -60,7 +65,7 @@
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 23.5 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 25 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -155,3 +160,14 @@ piece olm configs/train/small-olm-mix-half-lr-8.json "$RUNS/vist2-small-w-ocr-fu
 # a sixth round on full pages from run 32's model, its OLM stage 1,200 steps: runs 33-34
 piece ocr configs/train/small-windowed-ocr-full-6.json "$RUNS/vist2-small-w-olm13" "$RUNS/vist2-small-w-ocr-full-6"
 piece olm configs/train/small-olm-mix-half-lr-9.json "$RUNS/vist2-small-w-ocr-full-6" "$RUNS/vist2-small-w-olm14"
+# one line to a visual token from run 34's model: runs 40 and 46
+LINES="$RUNS/vist2-small-lines-init"
+if [ ! -f "$LINES/model.safetensors" ]; then
+    python scripts/with_density.py "$RUNS/vist2-small-w-olm14" --page-tokens 64 --line-height 16 \
+        --margin 0 --out "$RUNS/vist2-small-pitch16"
+    python scripts/windowed_from.py "$RUNS/vist2-small-pitch16" --window 16x64 --merge 2x8 \
+        --out "$LINES"
+fi
+piece ocr configs/train/small-windowed-ocr-full-7.json "$LINES" "$RUNS/vist2-small-lines-ocr" \
+    --max-steps 4000
+piece olm configs/train/small-olm-aligner.json "$RUNS/vist2-small-lines-ocr" "$RUNS/vist2-small-lines-olm"

@@ -71,11 +71,12 @@ def test_unknown_and_missing_shipped_models(monkeypatch, tmp_path):
 
 
 def test_the_shipped_model_draws_on_its_pages(engine):
-    """vist2-small reads the top of its pages: on held-out English pages the real page lowers the
-    loss on its own text below a blank page's, on lines 2 and 3 as well as line 1 (measured 1.448
-    nats/token on these 16 pages, 5.17 / 2.53 / 2.03 on lines 1 / 2 / 3; run 32, shipped before
-    it, 1.416 and 4.77 / 2.39 / 2.12; run 30 1.309 and 4.47 / 2.16 / 1.85; run 28 1.255 and 4.33 / 2.11 / 1.82; run 26 1.159 and 4.21 / 2.08 / 1.75; run 24 0.795 and 3.23 / 1.70 / 1.09; run 22 0.729 and 2.53 / 1.85 / 1.16; run 20 0.608; run 18 0.537; run 16 0.369; run 12 0.308; run 8 0.181; the page-wide model 0.030, line
-    1 only).
+    """vist2-small reads down its pages: on held-out English pages the real page lowers the loss
+    on its own text below a blank page's, on every line (run 46, one line to a visual token:
+    1.757 nats/token on these 16 pages, 4.20 / 2.47 / 1.61 on lines 1 / 2 / 3 and 1.08 on lines
+    4-8 on average; run 34, shipped before it with 32 px cells, 1.448 and 5.17 / 2.53 / 2.03;
+    run 32 1.416 and 4.77 / 2.39 / 2.12; run 24 0.795; run 8 0.181; the page-wide model 0.030,
+    line 1 only).
     Guards the render -> windowed encode -> read path end to end."""
     from vist2.eval.data import read_eval_documents
     from vist2.eval.ocr import ocr_pages
@@ -88,6 +89,7 @@ def test_the_shipped_model_draws_on_its_pages(engine):
     )
     gain = page_gain(engine.model, engine, pages)["en"]
     assert gain["tokens"] == 16 * config.chunk_tokens
-    assert gain["gain_nats"] > 1.15, gain
-    lines = [row["gain_nats"] for row in gain["by_line"][:3]]
-    assert lines[1] > 1.9 and lines[2] > 1.7, lines  # reads below line 1
+    assert gain["gain_nats"] > 1.5, gain
+    lines = [row["gain_nats"] for row in gain["by_line"]]
+    assert lines[1] > 2.1 and lines[2] > 1.35, lines  # reads below line 1
+    assert sum(lines[3:]) / len(lines[3:]) > 0.9, lines  # and down to the bottom of the page
