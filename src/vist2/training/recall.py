@@ -1,8 +1,8 @@
 """Recall samples for the OLM stage (`TrainConfig.olm_recall_fraction`).
 
 A fact with a five-digit key ("The door code is 48213.") is put somewhere on the pages of a span,
-and the span ends with its question and answer ("What is the door code? The door code is" +
-" 48213."). In the OLM layout the answer's chunk sees earlier chunks only as pages, so its key can
+and its question and answer ("What is the door code? The door code is" + " 48213.") come later,
+at the span's end or at the start of the chunk after the question's page. In the OLM layout the answer's chunk sees earlier chunks only as pages, so its key can
 be predicted only by reading it back from the page that holds the fact: the skill that
 `vist2 eval needle` tests. The facts here are not the needle's sentence ("The pass key is ..."),
 so the needle test measures transfer to a new sentence, not a memorised one.
