@@ -26,7 +26,7 @@ from vist2.engine import Engine
 from vist2.errors import Vist2Error
 from vist2.eval.data import read_eval_documents
 from vist2.layout import build_layout, collate_layouts, olm_layout
-from vist2.render import pages_to_tensor
+from vist2.render import PageOverflowError, pages_to_tensor
 from vist2.training.config import recipe
 from vist2.training.datasets import OLMDataset, encode
 from vist2.training.recall import FACTS, recall_ids
@@ -37,7 +37,7 @@ def find(ids: list[int], part: list[int]) -> int:
     return next((i for i in range(len(ids) - len(part) + 1) if ids[i : i + len(part)] == part), -1)
 
 
-def recall_sample(ids: list[int], tokenizer) -> dict | None:
+def find_answer(ids: list[int], tokenizer) -> dict | None:
     """The answer's place, key and key tokens in a recall sample (None if it holds no question)."""
     enc = functools.partial(encode, tokenizer)
     for fact, question in FACTS:
@@ -49,7 +49,7 @@ def recall_sample(ids: list[int], tokenizer) -> dict | None:
             answer = enc(f" {key}.")
             digits = enc(f" {key}")
             scored = len(digits) if answer[: len(digits)] == digits else len(answer)
-            return {"fact": fact, "key": key, "start": at + len(ask), "digits": scored}
+            return {"fact": fact, "key": key, "start": at + len(ask), "key_tokens": scored}
     return None
 
 
@@ -57,6 +57,8 @@ def swap_key(ids: list[int], sample: dict, enc, rng: random.Random) -> list[int]
     """`ids` with the key in its fact replaced by another of the same token length."""
     old = enc(" " + sample["fact"].format(key=sample["key"]) + " ")
     at = find(ids, old)
+    if at < 0:
+        return None
     for _ in range(50):
         other = f"{rng.randrange(100_000):05d}"
         new = enc(" " + sample["fact"].format(key=other) + " ")
@@ -73,7 +75,7 @@ def score(engine: Engine, ids: list[int], sample: dict) -> tuple[bool, float]:
     pages = pages_to_tensor(engine.renderer.render_batch([c.text for c in chunks[:-1]]))
     batch = collate_layouts([layout])
     text_slots = (~layout.visual).nonzero().flatten().tolist()  # slot of each text token
-    wanted = range(sample["start"], sample["start"] + sample["digits"])
+    wanted = range(sample["start"], sample["start"] + sample["key_tokens"])
     with torch.no_grad():
         out = engine.model(
             input_ids=batch["input_ids"],
@@ -84,8 +86,10 @@ def score(engine: Engine, ids: list[int], sample: dict) -> tuple[bool, float]:
         )
     logits = out.logits[0]  # [L, V]
     right, losses = True, []
-    for i in wanted:  # the slot that predicts text token i is the last one labelled with it
-        slot = max(s for s in range(text_slots[i]) if int(layout.labels[s]) == ids[i])
+    for i in wanted:  # a trained token is predicted by the slot just before it
+        slot = text_slots[i] - 1
+        if int(layout.labels[slot]) != ids[i]:
+            raise Vist2Error(f"recall_probe.py: slot {slot} does not predict text token {i}")
         logp = torch.log_softmax(logits[slot].float(), -1)
         losses.append(-float(logp[ids[i]]))
         right &= int(logp.argmax()) == ids[i]
@@ -96,33 +100,48 @@ def run(args: argparse.Namespace) -> dict:
     engine = Engine.from_pretrained(args.model)
     config = engine.model.config
     train = recipe("olm", "tiny").with_overrides({"max_length": args.max_length})
-    spans = OLMDataset(read_eval_documents(args.data, "heldout"), config, engine.tokenizer, train)
+    dataset = OLMDataset(read_eval_documents(args.data, "heldout"), config, engine.tokenizer, train)
     enc = functools.partial(encode, engine.tokenizer)
     rng = random.Random(args.seed)
-    tally: dict[str, dict[str, list]] = {}
-    units = rng.sample(range(spans.num_units), min(args.samples * 2, spans.num_units))
-    for unit in units:
-        ids = recall_ids(spans.span_ids(unit)[0], enc, config.chunk_tokens, rng)
-        sample = recall_sample(ids, engine.tokenizer) if ids else None
-        swapped = swap_key(ids, sample, enc, rng) if sample else None
+    tally: dict[str, dict[str, list]] = {}  # where the answer is -> variant -> scores
+    scored = skipped = 0
+    for unit in rng.sample(range(dataset.num_units), dataset.num_units):
+        ids = recall_ids(dataset.span_ids(unit)[0], enc, config.chunk_tokens, rng)
+        answer = find_answer(ids, engine.tokenizer) if ids else None
+        swapped = swap_key(ids, answer, enc, rng) if answer else None
         if swapped is None:
             continue
-        where = "next chunk" if sample["start"] % config.chunk_tokens == 0 else "same chunk"
+        try:
+            real, other = score(engine, ids, answer), score(engine, swapped, answer)
+        except PageOverflowError:  # a page too full to draw: the next span
+            skipped += 1
+            continue
+        where = "next chunk" if answer["start"] % config.chunk_tokens == 0 else "same chunk"
         cell = tally.setdefault(where, {"real": [], "swapped": []})
-        cell["real"].append(score(engine, ids, sample))
-        cell["swapped"].append(score(engine, swapped, sample))
-        if sum(len(c["real"]) for c in tally.values()) >= args.samples:
+        cell["real"].append(real)
+        cell["swapped"].append(other)
+        scored += 1
+        if scored == args.samples:
             break
+    if scored < args.samples:
+        print(
+            f"recall_probe.py: only {scored} of {args.samples} samples ({skipped} pages too full)"
+        )
+    return {"model": args.model, "skipped": skipped, **summarise(tally)}
+
+
+def summarise(tally: dict[str, dict[str, list]]) -> dict:
+    """Samples, and the share with every key token right and the mean loss on them, per place of
+    the answer (same chunk / next chunk) and variant (real / swapped key on the page)."""
     return {
-        "model": args.model,
-        "samples": {w: len(c["real"]) for w, c in tally.items()},
+        "samples": {where: len(cell["real"]) for where, cell in tally.items()},
         "answer": {
             where: {
-                page: {
-                    "key_right": sum(r for r, _ in scores) / len(scores),
+                variant: {
+                    "key_right": sum(right for right, _ in scores) / len(scores),
                     "key_loss": sum(loss for _, loss in scores) / len(scores),
                 }
-                for page, scores in cell.items()
+                for variant, scores in cell.items()
             }
             for where, cell in tally.items()
         },

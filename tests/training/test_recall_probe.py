@@ -20,13 +20,14 @@ def test_the_key_and_its_answer_are_found_and_swapped_on_the_page_only(tiny_toke
     filler = enc(english_text(3_000))[:120]
     for seed in range(10):
         ids = recall_ids(filler, enc, K, random.Random(seed))
-        sample = script.recall_sample(ids, tiny_tokenizer)
+        sample = script.find_answer(ids, tiny_tokenizer)
         start, key = sample["start"], sample["key"]
-        assert ids[start : start + sample["digits"]] == enc(f" {key}")[: sample["digits"]]
+        assert ids[start : start + sample["key_tokens"]] == enc(f" {key}")[: sample["key_tokens"]]
         swapped = script.swap_key(ids, sample, enc, random.Random(seed))
         assert len(swapped) == len(ids) and swapped[start:] == ids[start:]  # the answer stays
         assert key not in tiny_tokenizer.decode(swapped[:start])  # the page has another key
-    assert script.recall_sample(filler, tiny_tokenizer) is None
+    assert script.find_answer(filler, tiny_tokenizer) is None
+    assert script.swap_key(filler, sample, enc, random.Random(0)) is None  # no fact to swap
 
 
 def test_scores_each_kind_of_sample_on_a_tiny_model(tmp_path):

@@ -29,13 +29,15 @@ def recall_ids(
     rng: random.Random,
 ) -> list[int] | None:
     """`filler` with a fact inserted on one of its pages, then its question and answer, the same
-    length as `filler`; None when `filler` is too short to put the fact on a page.
+    length as `filler`; None when `filler` is too short to put the fact on a page (the caller
+    keeps the plain span then, so short spans lower the fraction of recall samples a little).
 
     Half the time (drawn from `rng`) the question ends a page and the answer begins the next
     chunk, as when a prompt's last chunk is compressed (`vist2 eval needle`: the question is on a
     page, and the model writes after it); then more filler follows. Otherwise the answer ends the
-    sample in the question's chunk. Either way the fact ends before the chunk of the answer's
-    first token, so only a page carries it there."""
+    sample in the question's chunk. Either way the fact lies on pages before the chunk of the
+    answer's first token, so only a page carries it there, and on one page (one chunk of
+    `chunk_tokens`) when it fits in one."""
     fact, question = rng.choice(FACTS)
     key = f"{rng.randrange(100_000):05d}"
     fact_ids = encode(" " + fact.format(key=key) + " ")
@@ -48,9 +50,15 @@ def recall_ids(
         answer_start = length - len(answer_ids)
     room = answer_start - len(fact_ids) - len(ask_ids)
     last_offset = answer_start // chunk_tokens * chunk_tokens - len(fact_ids)
-    if room < 0 or last_offset < 0:
+    fits = len(fact_ids) <= chunk_tokens
+    offsets = [
+        at
+        for at in range(min(last_offset, room) + 1)
+        if not fits or at // chunk_tokens == (at + len(fact_ids) - 1) // chunk_tokens
+    ]
+    if room < 0 or not offsets:
         return None
     text = list(filler[:room])
     after = list(filler[room : room + length - answer_start - len(answer_ids)])
-    at = rng.randint(0, min(last_offset, room))
+    at = rng.choice(offsets)
     return text[:at] + fact_ids + text[at:] + ask_ids + answer_ids + after
