@@ -21,14 +21,12 @@ import re
 
 import torch
 
-from vist2.chunker import split_into_chunks
 from vist2.engine import Engine
 from vist2.errors import Vist2Error
 from vist2.eval.data import read_eval_documents
-from vist2.layout import build_layout, collate_layouts, olm_layout
-from vist2.render import PageOverflowError, pages_to_tensor
+from vist2.layout import collate_layouts
 from vist2.training.config import recipe
-from vist2.training.datasets import OLMDataset, encode
+from vist2.training.datasets import OLMDataset, SkipRecord, encode
 from vist2.training.recall import FACTS, recall_ids
 
 
@@ -67,12 +65,10 @@ def swap_key(ids: list[int], sample: dict, enc, rng: random.Random) -> list[int]
     return None
 
 
-def score(engine: Engine, ids: list[int], sample: dict) -> tuple[bool, float]:
+def score(engine: Engine, dataset: OLMDataset, ids: list[int], sample: dict) -> tuple[bool, float]:
     """(every key token right, mean loss on them) of one forward pass over `ids`' OLM layout."""
-    k, beta = engine.model.config.chunk_tokens, engine.model.config.visual_tokens_per_page
-    chunks = split_into_chunks(ids, engine.tokenizer, k, beta)
-    layout = build_layout(olm_layout(chunks), beta)
-    pages = pages_to_tensor(engine.renderer.render_batch([c.text for c in chunks[:-1]]))
+    example = dataset.olm_example(ids, "recall sample", None)
+    layout, pages = example.layout, example.pages
     batch = collate_layouts([layout])
     text_slots = (~layout.visual).nonzero().flatten().tolist()  # slot of each text token
     wanted = range(sample["start"], sample["start"] + sample["key_tokens"])
@@ -112,8 +108,9 @@ def run(args: argparse.Namespace) -> dict:
         if swapped is None:
             continue
         try:
-            real, other = score(engine, ids, answer), score(engine, swapped, answer)
-        except PageOverflowError:  # a page too full to draw: the next span
+            real = score(engine, dataset, ids, answer)
+            other = score(engine, dataset, swapped, answer)
+        except SkipRecord:  # a page too full to draw: the next span
             skipped += 1
             continue
         where = "next chunk" if answer["start"] % config.chunk_tokens == 0 else "same chunk"

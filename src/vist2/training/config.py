@@ -167,7 +167,7 @@ class TrainConfig:
     (without it, a weak reader unlearns reading: the pages barely help the OLM loss)."""
     olm_recall_fraction: float = 0.0
     """OLM only: fraction of samples (of those not read back) that get a fact with a five-digit
-    key on one of their pages and end with its question and answer (`vist2.training.recall`), so
+    key on one of their pages and its question and answer later (`vist2.training.recall`), so
     the LLM learns to look a detail up on an earlier page: what `vist2 eval needle` asks."""
     synthetic_size: int = 100_000
     """Caption only: samples in one epoch of the built-in synthetic shapes set."""

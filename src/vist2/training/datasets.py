@@ -324,7 +324,10 @@ class OLMDataset(_SpanDataset):
         if self.reads_back(sample):
             first = split_into_chunks(ids, self.tokenizer, self.chunk_tokens, self.beta)[0]
             return self.read_back_example(first, source, line)
-        ids = self.with_recall(sample, ids)
+        return self.olm_example(self.with_recall(sample, ids), source, line)
+
+    def olm_example(self, ids: list[int], source: str, line: int | None) -> Example:
+        """[c1, v1, c2, v2, ..., cn] over `ids`, every chunk but the last drawn as a page."""
         chunks = split_into_chunks(ids, self.tokenizer, self.chunk_tokens, self.beta)
         pages = self.render([c.text for c in chunks[:-1]], source, line)
         return Example(build_layout(olm_layout(chunks), self.beta), pages)
@@ -336,8 +339,8 @@ class OLMDataset(_SpanDataset):
 
     def with_recall(self, sample: int, ids: list[int]) -> list[int]:
         """`ids`, or for `TrainConfig.olm_recall_fraction` of samples the same length with a fact
-        on one of its pages and its question and answer at the end (`recall.recall_ids`); draws
-        keyed by (seed, sample)."""
+        on one of its pages and its question and answer later (`recall.recall_ids`); draws keyed
+        by (seed, sample)."""
         seed = self.config.seed
         if not drawn(self.config.olm_recall_fraction, f"{seed}-recall-{sample}"):
             return ids
