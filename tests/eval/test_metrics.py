@@ -23,6 +23,15 @@ def test_identical_text_scores_one():
     assert score.rouge_l == 1.0 and score.exact
 
 
+def test_a_page_is_scored_on_what_it_shows():
+    # "\r\n" and "\n", a tab and four spaces are drawn alike: reading either is right
+    score = score_page("Call me\r\nIshmael.\tYes", "Call me\nIshmael.    Yes", [1, 2], [1, 3])
+    assert score.character_accuracy == 1.0 and score.exact and score.rouge_l == 1.0
+    assert score.token_accuracy == 0.5  # the ids still differ
+    wrong = score_page("Call me\nIshmael.", "Call me Ishmael.", [1], [1])
+    assert wrong.character_accuracy < 1.0 and not wrong.exact  # a newline is not a space
+
+
 def test_character_accuracy_is_one_minus_cer_floored():
     assert character_accuracy("abcd", "abcx") == pytest.approx(0.75)
     assert character_accuracy("ab", "xyzwvu") == 0.0  # CER > 1 floors at 0

@@ -12,6 +12,10 @@ lists of tokens). Definitions:
   unit, a run of letters/digits is one unit, each other visible character is one unit. For
   English that is word-level ROUGE-L (punctuation counted, case kept); for Chinese it is
   character-level, which `rouge-score`'s ASCII tokenizer cannot do.
+
+A page read back is scored against what the page shows (`page_text`): "\r\n" and "\n" are drawn
+alike, as are a tab and four spaces, so no reader can tell them apart and neither counts as a
+mistake. Token accuracy and the correct prefix stay on the token ids.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from dataclasses import asdict, dataclass
 
 from rapidfuzz.distance import LCSseq, Levenshtein
 
+from vist2.render import normalize_text
+
 _CJK = "\u3000-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff"
 _UNITS = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
 
@@ -31,6 +37,11 @@ _UNITS = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
 def rouge_units(text: str) -> list[str]:
     """The units ROUGE-L is computed over (see module docstring)."""
     return _UNITS.findall(text)
+
+
+def page_text(text: str) -> str:
+    """The text as a page shows it: line separators as "\\n", tabs as spaces (see the renderer)."""
+    return normalize_text(text)
 
 
 def character_accuracy(expected: str, read: str) -> float:
@@ -86,6 +97,8 @@ class PageScore:
 def score_page(
     expected_text: str, read_text: str, expected_ids: Sequence[int], read_ids: Sequence[int]
 ) -> PageScore:
+    """Scores of one page read back: text scores on what the page shows, token scores on ids."""
+    expected_text, read_text = page_text(expected_text), page_text(read_text)
     return PageScore(
         character_accuracy=character_accuracy(expected_text, read_text),
         token_accuracy=token_accuracy(expected_ids, read_ids),
