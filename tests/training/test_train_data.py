@@ -415,3 +415,27 @@ def test_ocr_shuffle_fraction(tmp_path, model_config, tiny_tokenizer):
     assert all(changed)
     assert 0 < sum(a != b for a, b in zip(plain, half, strict=True)) < len(plain)
     assert half == texts(0.5)  # the draw is keyed by the sample, not by call order
+
+
+def test_ocr_input_noise_changes_text_inputs_not_labels(tmp_path, model_config, tiny_tokenizer):
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
+
+    def layouts(noise):
+        cfg = tiny_train_config("ocr", max_length=K * 100, ocr_input_noise=noise)
+        ds = OCRDataset(docs, model_config, tiny_tokenizer, cfg)
+        ds.samples_per_step, ds.total_steps = 4, 10
+        return [ds[s].layout for s in range(20)]
+
+    clean, noisy = layouts(0.0), layouts(0.3)
+    changed = total = 0
+    for a, b in zip(clean, noisy, strict=True):
+        assert torch.equal(a.labels, b.labels)  # still the page's text
+        assert torch.equal(a.visual, b.visual) and torch.equal(a.position_ids, b.position_ids)
+        assert torch.equal(a.input_ids[a.visual], b.input_ids[b.visual])  # visual slots untouched
+        text = ~a.visual
+        changed += int((a.input_ids[text] != b.input_ids[text]).sum())
+        total += int(text.sum())
+        assert set(b.input_ids[text].tolist()) <= set(a.input_ids[text].tolist())  # same tokens
+    assert 0.1 < changed / total < 0.3  # 30 % replaced, some by the token they replace
+    again = layouts(0.3)
+    assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(noisy, again, strict=True))

@@ -303,3 +303,15 @@ def test_slow_bf16_warning_only_for_emulated_bf16_on_cpu(monkeypatch):
     assert slow_bf16_warning(torch.device("cuda"), "bf16") is None
     monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: None)  # unknown: stay quiet
     assert slow_bf16_warning(torch.device("cpu"), "bf16") is None
+
+
+def test_resume_reads_fields_added_since_the_run_began_as_their_defaults(tmp_path):
+    from vist2.training.trainer import _check_resume_config
+
+    config = tiny_train_config("ocr")
+    saved = config.to_dict()
+    del saved["ocr_input_noise"]  # a run saved before the field existed trained without it
+    (tmp_path / "train_config.json").write_text(json.dumps(saved))
+    _check_resume_config(tmp_path, config)  # no error
+    with pytest.raises(ConfigError, match="ocr_input_noise: 0.0 -> 0.1"):
+        _check_resume_config(tmp_path, config.with_overrides({"ocr_input_noise": 0.1}))

@@ -151,6 +151,11 @@ class TrainConfig:
     ocr_shuffle_fraction: float = 0.0
     """OCR only: fraction of pages whose words (characters, for text without spaces such as
     Chinese) are shuffled before rendering, so they can be read but not guessed from context."""
+    ocr_input_noise: float = 0.0
+    """OCR only: fraction of a page's text tokens replaced, as inputs, by a token drawn from the
+    same sample's text (the labels stay the page's text), so the LLM learns to go on reading the page after a
+    wrong token instead of following its own mistake: greedy read-back otherwise derails at the
+    first one (docs/model/vist2-small.md, item 17)."""
     ocr_text_fraction: float = 0.0
     """OCR only: fraction of samples that are plain text instead of pages (`ocr_text_tokens` of
     one document, loss on every token, as `--stage text`), so the LLM keeps modelling language
@@ -292,6 +297,7 @@ class TrainConfig:
             self._fail("adam_betas", "must be two numbers in [0, 1)")
         for name in (
             "ocr_shuffle_fraction",
+            "ocr_input_noise",
             "ocr_text_fraction",
             "olm_ocr_fraction",
             "olm_recall_fraction",

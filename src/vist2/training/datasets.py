@@ -157,6 +157,18 @@ def shuffle_text(text: str, rng: random.Random) -> str:
     return "".join(chars)
 
 
+def corrupt_inputs(layout: SequenceLayout, fraction: float, rng: random.Random) -> None:
+    """Replace `fraction` of the text slots' input ids, in place, by ids drawn from those slots;
+    the labels (built from the clean ids) stay: the prefix a reader sees after its own mistakes."""
+    slots = (~layout.visual).nonzero().flatten().tolist()
+    if fraction <= 0 or len(slots) < 2:
+        return
+    pool = layout.input_ids[slots].tolist()
+    for j in slots:
+        if rng.random() < fraction:
+            layout.input_ids[j] = rng.choice(pool)
+
+
 def split_spans(text: str, span_chars: int) -> list[tuple[int, int]]:
     """Cut `text` into consecutive spans of about `span_chars` characters, at whitespace when
     there is some in the last fifth of a span."""
@@ -439,7 +451,10 @@ class OCRDataset(_SpanDataset):
             raise SkipRecord(
                 skipped[0] if skipped else DataProblem(*self.span_text(unit)[1:], "no text")
             )
-        example = Example(build_layout(ocr_layout(page_ids), self.beta), torch.cat(page_images))
+        layout = build_layout(ocr_layout(page_ids), self.beta)
+        noise = random.Random(f"{self.config.seed}-noise-{sample}")  # the same on resume
+        corrupt_inputs(layout, self.config.ocr_input_noise, noise)
+        example = Example(layout, torch.cat(page_images))
         example.problems = skipped
         return example
 

@@ -286,6 +286,8 @@ def _check_resume_config(run_dir: Path, config: TrainConfig) -> None:
     if not saved_path.is_file():
         return
     saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    with contextlib.suppress(ConfigError):  # fields added since the run began: their defaults
+        saved = TrainConfig.from_dict(saved).to_dict()
     now = config.to_dict()
     changed = sorted(k for k in now if k not in OPERATIONAL_FIELDS and saved.get(k) != now[k])
     if changed:
