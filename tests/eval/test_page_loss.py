@@ -65,3 +65,32 @@ def test_the_gain_by_line_adds_up_to_the_page_gain(model_dir):
     assert len(rows) >= 2 and sum(r["tokens"] for r in rows) == gain["tokens"]
     mean = sum(r["gain_nats"] * r["tokens"] for r in rows) / gain["tokens"]
     assert mean == pytest.approx(gain["gain_nats"], abs=1e-5)
+
+
+def test_teacher_forced_hits_match_greedy_reading_up_to_its_first_mistake(model_dir):
+    from vist2.eval.ocr import GreedyReader
+    from vist2.eval.page_loss import page_token_scores
+
+    model, tokenizer = load_model(model_dir)
+    reader = GreedyReader(model, tokenizer)
+
+    class Page:
+        language = "en"
+
+        def __init__(self, text):
+            self.text = text
+            self.token_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    pages = [Page("a cat sat on the mat today"), Page("it rained all day long")]
+    scores = page_token_scores(model, reader.engine, pages, blank=False)
+    for page, read, (nll, hit) in zip(pages, reader(pages), scores, strict=True):
+        assert nll.shape == hit.shape == (len(page.token_ids),)
+        # until greedy reading first goes wrong it was given the page's own text, as teacher
+        # forcing is: there, and at that first mistake, a hit is a token greedy read right
+        right = [a == b for a, b in zip(read, page.token_ids, strict=True)]
+        first_wrong = right.index(False) if False in right else len(right) - 1
+        assert hit[: first_wrong + 1].tolist() == right[: first_wrong + 1]
+    gain = page_gain(model, reader.engine, pages)["en"]
+    hits = [bool(h) for _, hit in scores for h in hit]
+    assert gain["real_teacher_forced_accuracy"] == pytest.approx(sum(hits) / len(hits))
+    assert 0.0 <= gain["blank_teacher_forced_accuracy"] <= 1.0

@@ -360,6 +360,16 @@ def _score_row(label: str, r: float, s: dict) -> list:
     ]
 
 
+def _teacher_forced(gain: dict) -> str:
+    """'real / blank' teacher-forced token accuracy of a page-gain row ('-' in older reports)."""
+    from vist2.eval.report import pct
+
+    if "real_teacher_forced_accuracy" not in gain:
+        return "-"
+    real, blank = gain["real_teacher_forced_accuracy"], gain["blank_teacher_forced_accuracy"]
+    return f"{pct(real)} / {pct(blank)}"
+
+
 def line_curves(runs: Sequence[dict], key: str = "gain_nats") -> dict[str, list[float]]:
     """A per-line figure of the page-gain rows (`gain_nats`, or `real_nll`: the loss from the
     real page), one curve per language and ratio: 'en, r=4'."""
@@ -441,6 +451,7 @@ def ocr_markdown(report: dict) -> str:
             f"{g['real_nll']:.3f}",
             f"{g['blank_nll']:.3f}",
             f"{g['gain_nats']:.3f}",
+            _teacher_forced(g),
         ]
         for run in report["runs"]
         for lang, g in (run.get("page_gain") or {}).items()
@@ -449,9 +460,21 @@ def ocr_markdown(report: dict) -> str:
         lines += [
             "",
             "What the page tells the model (teacher-forced loss on the page's own text, nats per "
-            "token; gain = blank - real: 0 for a model that ignores its pages):",
+            "token; gain = blank - real: 0 for a model that ignores its pages), and the token "
+            "accuracy with the page's own text before each token (teacher-forced; far above greedy "
+            "read-back's token accuracy when the reader's own mistakes derail it):",
             "",
-            markdown_table(["language", "r", "loss, real page", "loss, blank page", "gain"], gains),
+            markdown_table(
+                [
+                    "language",
+                    "r",
+                    "loss, real page",
+                    "loss, blank page",
+                    "gain",
+                    "teacher-forced token accuracy, real / blank",
+                ],
+                gains,
+            ),
         ]
     if gains:
         lines += ["", *line_gain_lines(report["runs"])]

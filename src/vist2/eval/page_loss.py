@@ -25,9 +25,18 @@ def page_token_loss(model, engine, pages: Sequence, blank: bool) -> list[tuple[f
     return [(float(nll.sum()), nll.numel()) for nll in page_token_nll(model, engine, pages, blank)]
 
 
-@torch.inference_mode()
 def page_token_nll(model, engine, pages: Sequence, blank: bool) -> list[torch.Tensor]:
     """Per page, the (n,) teacher-forced loss of each of its n text tokens, in nats."""
+    return [nll for nll, _ in page_token_scores(model, engine, pages, blank)]
+
+
+@torch.inference_mode()
+def page_token_scores(
+    model, engine, pages: Sequence, blank: bool
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per page, (nll, hit) of each of its n text tokens, teacher-forced: the (n,) loss in nats
+    and the (n,) bool whether the model's most likely token is the page's, given the page's
+    text before it (greedy read-back is given its own)."""
     beta = model.config.visual_tokens_per_page
     out = []
     blank_page = engine.encode_texts([""])[0] if blank else None  # one blank page serves all
@@ -43,8 +52,9 @@ def page_token_nll(model, engine, pages: Sequence, blank: bool) -> list[torch.Te
             visual_tokens=visual,
             position_ids=torch.arange(beta + n, device=ids.device)[None],
         ).logits  # [1, β + n, V]: position β - 1 + i predicts token i
-        nll = F.cross_entropy(logits[0, beta - 1 : beta - 1 + n].float(), ids[0], reduction="none")
-        out.append(nll.cpu())  # (n,)
+        scored = logits[0, beta - 1 : beta - 1 + n].float()  # [n, V]
+        nll = F.cross_entropy(scored, ids[0], reduction="none")
+        out.append((nll.cpu(), (scored.argmax(-1) == ids[0]).cpu()))  # (n,), (n,)
     return out
 
 
@@ -88,9 +98,10 @@ def token_lines(renderer, tokenizer, token_ids: Sequence[int]) -> np.ndarray:
 def page_gain(model, engine, pages: Sequence) -> dict[str, dict]:
     """Per language (and 'all'): loss per token from the real page, from a blank page, the gain
     (blank - real) in nats per token, and `by_line`: the same for the tokens drawn on each line
-    of the page (line 1 = top), which shows where on a page reading stops."""
-    real = page_token_nll(model, engine, pages, blank=False)
-    blank = page_token_nll(model, engine, pages, blank=True)
+    of the page (line 1 = top), which shows where on a page reading stops; and the teacher-forced
+    token accuracy from each (against greedy read-back's: how far its own mistakes derail it)."""
+    real, real_hit = zip(*page_token_scores(model, engine, pages, blank=False), strict=True)
+    blank, blank_hit = zip(*page_token_scores(model, engine, pages, blank=True), strict=True)
     lines = [token_lines(engine.renderer, engine.tokenizer, p.token_ids) for p in pages]
     groups: dict[str, list[int]] = {"all": list(range(len(pages)))}
     for i, page in enumerate(pages):
@@ -101,7 +112,13 @@ def page_gain(model, engine, pages: Sequence) -> dict[str, dict]:
         b = torch.cat([blank[i] for i in idx]).numpy()  # (tokens,)
         line = np.concatenate([lines[i] for i in idx])  # (tokens,)
         summary[lang] = gain_row(r, b) | {
-            "by_line": [gain_row(r[line == k], b[line == k]) for k in range(line.max() + 1)]
+            "real_teacher_forced_accuracy": float(
+                torch.cat([real_hit[i] for i in idx]).float().mean()
+            ),
+            "blank_teacher_forced_accuracy": float(
+                torch.cat([blank_hit[i] for i in idx]).float().mean()
+            ),
+            "by_line": [gain_row(r[line == k], b[line == k]) for k in range(line.max() + 1)],
         }
     return summary
 
@@ -113,4 +130,11 @@ def gain_row(real: np.ndarray, blank: np.ndarray) -> dict:
     return {"real_nll": r, "blank_nll": b, "gain_nats": b - r, "tokens": len(real)}
 
 
-__all__ = ["page_gain", "page_token_loss", "page_token_nll", "token_boxes", "token_lines"]
+__all__ = [
+    "page_gain",
+    "page_token_loss",
+    "page_token_nll",
+    "page_token_scores",
+    "token_boxes",
+    "token_lines",
+]
