@@ -72,9 +72,11 @@ def test_unknown_and_missing_shipped_models(monkeypatch, tmp_path):
 
 def test_the_shipped_model_draws_on_its_pages(engine):
     """vist2-small reads down its pages: on held-out English pages the real page lowers the loss
-    on its own text below a blank page's, on every line (run 46, one line to a visual token:
-    1.757 nats/token on these 16 pages, 4.20 / 2.47 / 1.61 on lines 1 / 2 / 3 and 1.08 on lines
-    4-8 on average; run 34, shipped before it with 32 px cells, 1.448 and 5.17 / 2.53 / 2.03;
+    on its own text below a blank page's, on every line, and given the page's text before each
+    token it names most of them (run 50: 2.007 nats/token on these 16 pages, 4.89 / 2.43 / 1.82
+    on lines 1 / 2 / 3 and 1.30 on lines 4-8 on average, teacher-forced token accuracy 64.5 % from
+    the real page and 37.5 % from a blank one; run 46, one line to a visual token: 1.757 and
+    4.20 / 2.47 / 1.61, 1.08; run 34, shipped before it with 32 px cells, 1.448 and 5.17 / 2.53 / 2.03;
     run 32 1.416 and 4.77 / 2.39 / 2.12; run 24 0.795; run 8 0.181; the page-wide model 0.030,
     line 1 only).
     Guards the render -> windowed encode -> read path end to end."""
@@ -89,7 +91,9 @@ def test_the_shipped_model_draws_on_its_pages(engine):
     )
     gain = page_gain(engine.model, engine, pages)["en"]
     assert gain["tokens"] == 16 * config.chunk_tokens
-    assert gain["gain_nats"] > 1.5, gain
+    assert gain["gain_nats"] > 1.8, gain
     lines = [row["gain_nats"] for row in gain["by_line"]]
-    assert lines[1] > 2.1 and lines[2] > 1.35, lines  # reads below line 1
-    assert sum(lines[3:]) / len(lines[3:]) > 0.9, lines  # and down to the bottom of the page
+    assert lines[1] > 2.1 and lines[2] > 1.5, lines  # reads below line 1
+    assert sum(lines[3:]) / len(lines[3:]) > 1.1, lines  # and down to the bottom of the page
+    real, blank = gain["real_teacher_forced_accuracy"], gain["blank_teacher_forced_accuracy"]
+    assert real > 0.55 and real - blank > 0.2, (real, blank)  # the page, not the prior
