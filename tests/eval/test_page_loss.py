@@ -24,6 +24,23 @@ def drawn_line(pieces: list[str], i: int) -> int | None:
     return None
 
 
+class Page:
+    """A held-out page as the measures read it: its text, token ids and language."""
+
+    language = "en"
+
+    def __init__(self, text: str, tokenizer) -> None:
+        self.text = text
+        self.token_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def two_pages(tokenizer) -> list[Page]:
+    return [
+        Page("a cat sat on the mat today", tokenizer),
+        Page("it rained all day long", tokenizer),
+    ]
+
+
 def test_tokens_are_placed_on_the_lines_their_characters_are_drawn_on():
     tokenizer = load_tokenizer(tiny_tokenizer_path())
     renderer = PageRenderer(RenderConfig(page_width=512, page_height=128, font_size=12))
@@ -52,14 +69,7 @@ def test_the_gain_by_line_adds_up_to_the_page_gain(model_dir):
     model, tokenizer = load_model(model_dir)
     engine = Engine(model, tokenizer)
 
-    class Page:
-        language = "en"
-
-        def __init__(self, text):
-            self.text = text
-            self.token_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    pages = [Page("a cat sat on the mat today"), Page("it rained all day long")]
+    pages = two_pages(tokenizer)
     gain = page_gain(model, engine, pages)["en"]
     rows = gain["by_line"]
     assert len(rows) >= 2 and sum(r["tokens"] for r in rows) == gain["tokens"]
@@ -74,14 +84,7 @@ def test_teacher_forced_hits_match_greedy_reading_up_to_its_first_mistake(model_
     model, tokenizer = load_model(model_dir)
     reader = GreedyReader(model, tokenizer)
 
-    class Page:
-        language = "en"
-
-        def __init__(self, text):
-            self.text = text
-            self.token_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    pages = [Page("a cat sat on the mat today"), Page("it rained all day long")]
+    pages = two_pages(tokenizer)
     scores = page_token_scores(model, reader.engine, pages, blank=False)
     for page, read, (nll, hit) in zip(pages, reader(pages), scores, strict=True):
         assert nll.shape == hit.shape == (len(page.token_ids),)

@@ -400,13 +400,19 @@ def test_shuffle_text_keeps_the_glyphs():
     assert shuffled != chinese and sorted(shuffled) == sorted(c for c in chinese if not c.isspace())
 
 
+def stepped_ocr(docs, model_config, tokenizer, **overrides) -> OCRDataset:
+    """An OCR dataset with room for 100 × K slots a sample, on a 10-step schedule of 4 a step."""
+    cfg = tiny_train_config("ocr", max_length=K * 100, **overrides)
+    ds = OCRDataset(docs, model_config, tokenizer, cfg)
+    ds.samples_per_step, ds.total_steps = 4, 10
+    return ds
+
+
 def test_ocr_shuffle_fraction(tmp_path, model_config, tiny_tokenizer):
     docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
 
     def texts(fraction):
-        cfg = tiny_train_config("ocr", max_length=K * 100, ocr_shuffle_fraction=fraction)
-        ds = OCRDataset(docs, model_config, tiny_tokenizer, cfg)
-        ds.samples_per_step, ds.total_steps = 4, 10
+        ds = stepped_ocr(docs, model_config, tiny_tokenizer, ocr_shuffle_fraction=fraction)
         return [ds[s].layout.input_ids.tolist() for s in range(40)]
 
     plain, none, half, every = texts(0.0), texts(0.0), texts(0.5), texts(1.0)
@@ -421,9 +427,7 @@ def test_ocr_input_noise_changes_text_inputs_not_labels(tmp_path, model_config, 
     docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
 
     def layouts(noise):
-        cfg = tiny_train_config("ocr", max_length=K * 100, ocr_input_noise=noise)
-        ds = OCRDataset(docs, model_config, tiny_tokenizer, cfg)
-        ds.samples_per_step, ds.total_steps = 4, 10
+        ds = stepped_ocr(docs, model_config, tiny_tokenizer, ocr_input_noise=noise)
         return [ds[s].layout for s in range(20)]
 
     clean, noisy = layouts(0.0), layouts(0.3)
