@@ -443,3 +443,20 @@ def test_ocr_input_noise_changes_text_inputs_not_labels(tmp_path, model_config, 
     assert 0.1 < changed / total < 0.3  # 30 % replaced, some by the token they replace
     again = layouts(0.3)
     assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(noisy, again, strict=True))
+
+
+def test_ocr_input_noise_reaches_olm_read_backs_only(tmp_path, model_config, tiny_tokenizer):
+    docs = read_documents(write_corpus(tmp_path / "corpus"), ProblemLog(10), split="all")
+
+    def examples(noise):
+        cfg = tiny_train_config("olm", olm_ocr_fraction=0.5, ocr_input_noise=noise)
+        ds = OLMDataset(docs, model_config, tiny_tokenizer, cfg)
+        return [ds[s].layout for s in range(24)]
+
+    clean, noisy = examples(0.0), examples(0.5)
+    read_backs = [i for i, layout in enumerate(clean) if layout.num_pages == 1]
+    assert 0 < len(read_backs) < len(clean)
+    for i, (a, b) in enumerate(zip(clean, noisy, strict=True)):
+        assert torch.equal(a.labels, b.labels)
+        same_inputs = torch.equal(a.input_ids, b.input_ids)
+        assert same_inputs == (i not in read_backs), i  # OLM sequences untouched

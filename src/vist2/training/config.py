@@ -152,10 +152,11 @@ class TrainConfig:
     """OCR only: fraction of pages whose words (characters, for text without spaces such as
     Chinese) are shuffled before rendering, so they can be read but not guessed from context."""
     ocr_input_noise: float = 0.0
-    """OCR only: fraction of a page's text tokens replaced, as inputs, by a token drawn from the
-    same sample's text (the labels stay the page's text), so the LLM learns to go on reading the page after a
-    wrong token instead of following its own mistake: greedy read-back otherwise derails at the
-    first one (docs/model/vist2-small.md, item 17)."""
+    """OCR samples and the OLM stage's read-backs (`olm_ocr_fraction`): fraction of a page's text
+    tokens replaced, as inputs, by a token drawn from the same sample's text (the labels stay the
+    page's text), so the LLM learns to go on reading the page after a wrong token instead of
+    following its own mistake: greedy read-back otherwise derails at the first one
+    (docs/model/vist2-small.md, item 17). OLM sequences themselves are never changed."""
     ocr_text_fraction: float = 0.0
     """OCR only: fraction of samples that are plain text instead of pages (`ocr_text_tokens` of
     one document, loss on every token, as `--stage text`), so the LLM keeps modelling language

@@ -335,7 +335,10 @@ class OLMDataset(_SpanDataset):
             raise SkipRecord(DataProblem(source, line, "too little text for a training sequence"))
         if self.reads_back(sample):
             first = split_into_chunks(ids, self.tokenizer, self.chunk_tokens, self.beta)[0]
-            return self.read_back_example(first, source, line)
+            example = self.read_back_example(first, source, line)
+            noise = random.Random(f"{self.config.seed}-noise-{sample}")  # the same on resume
+            corrupt_inputs(example.layout, self.config.ocr_input_noise, noise)
+            return example
         return self.olm_example(self.with_recall(sample, ids), source, line)
 
     def olm_example(self, ids: list[int], source: str, line: int | None) -> Example:
