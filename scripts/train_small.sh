@@ -171,7 +171,8 @@ fi
 piece ocr configs/train/small-windowed-ocr-full-7.json "$LINES" "$RUNS/vist2-small-lines-ocr" \
     --max-steps 4000
 piece olm configs/train/small-olm-aligner.json "$RUNS/vist2-small-lines-ocr" "$RUNS/vist2-small-lines-olm"
-# an OCR round with 15 % of the input tokens replaced (labels clean), then the same OLM stage:
-# runs 49 and 50 (the shipped model)
+# an OCR round with 15 % of the input tokens replaced (labels clean), then the same OLM stage with
+# the noise in its read-backs: runs 49 and 51 (the shipped model)
 piece ocr configs/train/small-lines-ocr-noise.json "$RUNS/vist2-small-lines-olm" "$RUNS/vist2-small-noise-ocr"
-piece olm configs/train/small-olm-aligner.json "$RUNS/vist2-small-noise-ocr" "$RUNS/vist2-small-noise-olm"
+piece olm configs/train/small-olm-aligner-noise.json "$RUNS/vist2-small-noise-ocr" \
+    "$RUNS/vist2-small-noise-olm-rb"
