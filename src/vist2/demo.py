@@ -106,8 +106,9 @@ def read_back_first_page(model, tokenizer, prompt: str, out: Path) -> ReadBack:
     that is not on the page earns (None for a one-page prompt)."""
     from PIL import Image
 
-    from vist2.eval.metrics import character_accuracy, page_text
+    from vist2.eval.metrics import character_accuracy
     from vist2.eval.ocr import GreedyReader, ocr_pages
+    from vist2.render import normalize_text
     from vist2.training.sources import Document
 
     cfg = model.config
@@ -123,9 +124,9 @@ def read_back_first_page(model, tokenizer, prompt: str, out: Path) -> ReadBack:
     png = out / "page_0.png"
     image = reader.engine.renderer.render(page[0].text).image
     Image.fromarray(image).save(png)
-    shown = page_text(page[0].text)  # scored on what the page shows ("\r\n" is drawn as "\n")
-    floor = character_accuracy(shown, page_text(page[1].text)) if len(page) > 1 else None
-    return ReadBack(page[0].text, read, character_accuracy(shown, page_text(read)), floor, png)
+    shown = normalize_text(page[0].text)  # scored on what the page shows ("\r\n" drawn as "\n")
+    floor = character_accuracy(shown, normalize_text(page[1].text)) if len(page) > 1 else None
+    return ReadBack(page[0].text, read, character_accuracy(shown, normalize_text(read)), floor, png)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ lists of tokens). Definitions:
   English that is word-level ROUGE-L (punctuation counted, case kept); for Chinese it is
   character-level, which `rouge-score`'s ASCII tokenizer cannot do.
 
-A page read back is scored against what the page shows (`page_text`): "\r\n" and "\n" are drawn
+A page read back is scored against what the page shows (`vist2.render.normalize_text`): "\r\n" and "\n" are drawn
 alike, as are a tab and four spaces, so no reader can tell them apart and neither counts as a
 mistake. Token accuracy and the correct prefix stay on the token ids.
 """
@@ -37,11 +37,6 @@ _UNITS = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
 def rouge_units(text: str) -> list[str]:
     """The units ROUGE-L is computed over (see module docstring)."""
     return _UNITS.findall(text)
-
-
-def page_text(text: str) -> str:
-    """The text as a page shows it: line separators as "\\n", tabs as spaces (see the renderer)."""
-    return normalize_text(text)
 
 
 def character_accuracy(expected: str, read: str) -> float:
@@ -98,7 +93,7 @@ def score_page(
     expected_text: str, read_text: str, expected_ids: Sequence[int], read_ids: Sequence[int]
 ) -> PageScore:
     """Scores of one page read back: text scores on what the page shows, token scores on ids."""
-    expected_text, read_text = page_text(expected_text), page_text(read_text)
+    expected_text, read_text = normalize_text(expected_text), normalize_text(read_text)
     return PageScore(
         character_accuracy=character_accuracy(expected_text, read_text),
         token_accuracy=token_accuracy(expected_ids, read_ids),

@@ -160,8 +160,10 @@ def shuffle_text(text: str, rng: random.Random) -> str:
 def corrupt_inputs(layout: SequenceLayout, fraction: float, rng: random.Random) -> None:
     """Replace `fraction` of the text slots' input ids, in place, by ids drawn from those slots;
     the labels (built from the clean ids) stay: the prefix a reader sees after its own mistakes."""
+    if fraction <= 0:
+        return
     slots = (~layout.visual).nonzero().flatten().tolist()
-    if fraction <= 0 or len(slots) < 2:
+    if len(slots) < 2:
         return
     pool = layout.input_ids[slots].tolist()
     for j in slots:
@@ -266,6 +268,12 @@ class StageDataset(torch.utils.data.Dataset):
     def make_example(self, sample: int, unit: int) -> Example:
         raise NotImplementedError
 
+    def add_input_noise(self, layout: SequenceLayout, sample: int) -> None:
+        """`TrainConfig.ocr_input_noise` on a read-back's text inputs, keyed by (seed, sample) so
+        that resuming draws the same."""
+        noise = random.Random(f"{self.config.seed}-noise-{sample}")
+        corrupt_inputs(layout, self.config.ocr_input_noise, noise)
+
     def render(self, texts: Sequence[str], source: str, line: int | None) -> torch.Tensor:
         """Pages for `texts`: (n, H, W); a page that does not fit is a `SkipRecord`."""
         if not texts:
@@ -336,8 +344,7 @@ class OLMDataset(_SpanDataset):
         if self.reads_back(sample):
             first = split_into_chunks(ids, self.tokenizer, self.chunk_tokens, self.beta)[0]
             example = self.read_back_example(first, source, line)
-            noise = random.Random(f"{self.config.seed}-noise-{sample}")  # the same on resume
-            corrupt_inputs(example.layout, self.config.ocr_input_noise, noise)
+            self.add_input_noise(example.layout, sample)
             return example
         return self.olm_example(self.with_recall(sample, ids), source, line)
 
@@ -455,8 +462,7 @@ class OCRDataset(_SpanDataset):
                 skipped[0] if skipped else DataProblem(*self.span_text(unit)[1:], "no text")
             )
         layout = build_layout(ocr_layout(page_ids), self.beta)
-        noise = random.Random(f"{self.config.seed}-noise-{sample}")  # the same on resume
-        corrupt_inputs(layout, self.config.ocr_input_noise, noise)
+        self.add_input_noise(layout, sample)
         example = Example(layout, torch.cat(page_images))
         example.problems = skipped
         return example
