@@ -55,7 +55,16 @@
 #  40. OCR   configs/train/small-windowed-ocr-full-7.json  4,000 steps, a quarter plain text, seed 11
 #  46. OLM   configs/train/small-olm-aligner.json  600 steps, the aligner trained with the LLM
 #
-# (Runs 35-39 and 41-45 were measured and not shipped; their commands are in
+# Then OCR rounds whose inputs have some of their tokens replaced (labels clean), so that the
+# reader learns to go on after a wrong token (model card, items 17-18):
+#
+#  49. OCR   configs/train/small-lines-ocr-noise.json  2,500 steps, 15 % input noise, seed 13
+#  51. OLM   configs/train/small-olm-aligner-noise.json  as 46, the noise in its read-backs
+#  52. OCR   configs/train/small-lines-ocr-noise-2.json  2,500 steps, 20 % input noise, seed 14
+#  53. OLM   configs/train/small-olm-aligner-noise-2.json  as 51 at 20 %
+#  54. OLM   as 53 from run 53, data seed 11
+#
+# (Runs 35-39, 41-45, 47-48 and 50 were measured and not shipped; their commands are in
 # docs/quality/r-sweep/README.md and the model card, items 14-16.)
 #
 # The configs ask for bf16 autocast, 1.45x faster than fp32 on the CPU (with AMX) that ran runs
@@ -172,7 +181,15 @@ piece ocr configs/train/small-windowed-ocr-full-7.json "$LINES" "$RUNS/vist2-sma
     --max-steps 4000
 piece olm configs/train/small-olm-aligner.json "$RUNS/vist2-small-lines-ocr" "$RUNS/vist2-small-lines-olm"
 # an OCR round with 15 % of the input tokens replaced (labels clean), then the same OLM stage with
-# the noise in its read-backs: runs 49 and 51 (the shipped model)
+# the noise in its read-backs: runs 49 and 51
 piece ocr configs/train/small-lines-ocr-noise.json "$RUNS/vist2-small-lines-olm" "$RUNS/vist2-small-noise-ocr"
 piece olm configs/train/small-olm-aligner-noise.json "$RUNS/vist2-small-noise-ocr" \
     "$RUNS/vist2-small-noise-olm-rb"
+# a second round at 20 % noise, its OLM stage, then a second OLM stage (the first had not brought
+# `global` back): runs 52, 53 and 54 (the shipped model)
+piece ocr configs/train/small-lines-ocr-noise-2.json "$RUNS/vist2-small-noise-olm-rb" \
+    "$RUNS/vist2-small-noise2-ocr"
+piece olm configs/train/small-olm-aligner-noise-2.json "$RUNS/vist2-small-noise2-ocr" \
+    "$RUNS/vist2-small-noise2-olm"
+piece olm configs/train/small-olm-aligner-noise-2.json "$RUNS/vist2-small-noise2-olm" \
+    "$RUNS/vist2-small-noise2-olm-b" --set seed=11
