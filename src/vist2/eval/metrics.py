@@ -13,9 +13,9 @@ lists of tokens). Definitions:
   English that is word-level ROUGE-L (punctuation counted, case kept); for Chinese it is
   character-level, which `rouge-score`'s ASCII tokenizer cannot do.
 
-A page read back is scored against what the page shows (`vist2.render.normalize_text`): "\r\n" and "\n" are drawn
-alike, as are a tab and four spaces, so no reader can tell them apart and neither counts as a
-mistake. Token accuracy and the correct prefix stay on the token ids.
+A page read back is scored against what the page shows (`vist2.render.normalize_text`): "\r\n"
+and "\n" are drawn alike, as are a tab and four spaces, so no reader can tell them apart and
+neither counts as a mistake. Token accuracy and the correct prefix stay on the token ids.
 """
 
 from __future__ import annotations
