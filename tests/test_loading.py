@@ -78,8 +78,8 @@ def test_the_shipped_model_draws_on_its_pages(engine):
     the real page and 34.1 % from a blank one; run 51 2.142, 5.49 / 2.68 / 1.94, 1.31, 63.9 /
     36.6 %; run 50 2.007, 64.5 / 37.5 %; run 46, one line to a visual token: 1.757 and
     4.20 / 2.47 / 1.61, 1.08; run 34, shipped before it with 32 px cells, 1.448 and
-    5.17 / 2.53 / 2.03; run 32 1.416 and 4.77 / 2.39 / 2.12; run 24 0.795; run 8 0.181; the page-wide model 0.030,
-    line 1 only).
+    5.17 / 2.53 / 2.03; run 32 1.416 and 4.77 / 2.39 / 2.12; run 24 0.795; run 8 0.181; the
+    page-wide model 0.030, line 1 only).
     Guards the render -> windowed encode -> read path end to end."""
     from vist2.eval.data import read_eval_documents
     from vist2.eval.ocr import ocr_pages
