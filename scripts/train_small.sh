@@ -56,15 +56,19 @@
 #  46. OLM   configs/train/small-olm-aligner.json  600 steps, the aligner trained with the LLM
 #
 # Then OCR rounds whose inputs have some of their tokens replaced (labels clean), so that the
-# reader learns to go on after a wrong token (model card, items 17-18):
+# reader learns to go on after a wrong token (model card, items 17-20):
 #
 #  49. OCR   configs/train/small-lines-ocr-noise.json  2,500 steps, 15 % input noise, seed 13
 #  51. OLM   configs/train/small-olm-aligner-noise.json  as 46, the noise in its read-backs
 #  52. OCR   configs/train/small-lines-ocr-noise-2.json  2,500 steps, 20 % input noise, seed 14
 #  53. OLM   configs/train/small-olm-aligner-noise-2.json  as 51 at 20 %
 #  54. OLM   as 53 from run 53, data seed 11
+#  55. OCR   configs/train/small-lines-ocr-noise-3.json  2,500 steps, 30 % input noise, seed 16
+#  57. OLM   configs/train/small-olm-aligner-noise-3-llm-lr.json  the LLM at 1e-4, seed 13
+#  58. OCR   as 55 from run 57, data seed 17
+#  59. OLM   as 57 from run 58, data seed 18
 #
-# (Runs 35-39, 41-45, 47-48 and 50 were measured and not shipped; their commands are in
+# (Runs 35-39, 41-45, 47-48, 50 and 56 were measured and not shipped; their commands are in
 # docs/quality/r-sweep/README.md and the model card, items 14-16.)
 #
 # The configs ask for bf16 autocast, 1.45x faster than fp32 on the CPU (with AMX) that ran runs
@@ -186,10 +190,20 @@ piece ocr configs/train/small-lines-ocr-noise.json "$RUNS/vist2-small-lines-olm"
 piece olm configs/train/small-olm-aligner-noise.json "$RUNS/vist2-small-noise-ocr" \
     "$RUNS/vist2-small-noise-olm-rb"
 # a second round at 20 % noise, its OLM stage, then a second OLM stage (the first had not brought
-# `global` back): runs 52, 53 and 54 (the shipped model)
+# `global` back): runs 52, 53 and 54
 piece ocr configs/train/small-lines-ocr-noise-2.json "$RUNS/vist2-small-noise-olm-rb" \
     "$RUNS/vist2-small-noise2-ocr"
 piece olm configs/train/small-olm-aligner-noise-2.json "$RUNS/vist2-small-noise2-ocr" \
     "$RUNS/vist2-small-noise2-olm"
 piece olm configs/train/small-olm-aligner-noise-2.json "$RUNS/vist2-small-noise2-olm" \
     "$RUNS/vist2-small-noise2-olm-b" --set seed=11
+# two rounds at 30 % noise, each followed by an OLM stage with the LLM at 1e-4: runs 55, 57, 58 and
+# 59 (the shipped model)
+piece ocr configs/train/small-lines-ocr-noise-3.json "$RUNS/vist2-small-noise2-olm-b" \
+    "$RUNS/vist2-small-noise3-ocr"
+piece olm configs/train/small-olm-aligner-noise-3-llm-lr.json "$RUNS/vist2-small-noise3-ocr" \
+    "$RUNS/vist2-small-noise3-olm"
+piece ocr configs/train/small-lines-ocr-noise-3.json "$RUNS/vist2-small-noise3-olm" \
+    "$RUNS/vist2-small-noise3-ocr-b" --set seed=17
+piece olm configs/train/small-olm-aligner-noise-3-llm-lr.json "$RUNS/vist2-small-noise3-ocr-b" \
+    "$RUNS/vist2-small-noise3-olm-b" --set seed=18
