@@ -67,6 +67,8 @@
 #  57. OLM   configs/train/small-olm-aligner-noise-3-llm-lr.json  the LLM at 1e-4, seed 13
 #  58. OCR   as 55 from run 57, data seed 17
 #  59. OLM   as 57 from run 58, data seed 18
+#  60. OCR   as 55 from run 59, data seed 19
+#  61. OLM   as 57 from run 60, data seed 20
 #
 # (Runs 35-39, 41-45, 47-48, 50 and 56 were measured and not shipped; their commands are in
 # docs/quality/r-sweep/README.md and the model card, items 14-16.)
@@ -197,8 +199,8 @@ piece olm configs/train/small-olm-aligner-noise-2.json "$RUNS/vist2-small-noise2
     "$RUNS/vist2-small-noise2-olm"
 piece olm configs/train/small-olm-aligner-noise-2.json "$RUNS/vist2-small-noise2-olm" \
     "$RUNS/vist2-small-noise2-olm-b" --set seed=11
-# two rounds at 30 % noise, each followed by an OLM stage with the LLM at 1e-4: runs 55, 57, 58 and
-# 59 (the shipped model)
+# three rounds at 30 % noise, each followed by an OLM stage with the LLM at 1e-4: runs 55, 57, 58,
+# 59, 60 and 61 (the shipped model)
 piece ocr configs/train/small-lines-ocr-noise-3.json "$RUNS/vist2-small-noise2-olm-b" \
     "$RUNS/vist2-small-noise3-ocr"
 piece olm configs/train/small-olm-aligner-noise-3-llm-lr.json "$RUNS/vist2-small-noise3-ocr" \
@@ -207,3 +209,7 @@ piece ocr configs/train/small-lines-ocr-noise-3.json "$RUNS/vist2-small-noise3-o
     "$RUNS/vist2-small-noise3-ocr-b" --set seed=17
 piece olm configs/train/small-olm-aligner-noise-3-llm-lr.json "$RUNS/vist2-small-noise3-ocr-b" \
     "$RUNS/vist2-small-noise3-olm-b" --set seed=18
+piece ocr configs/train/small-lines-ocr-noise-3.json "$RUNS/vist2-small-noise3-olm-b" \
+    "$RUNS/vist2-small-noise3-ocr-c" --set seed=19
+piece olm configs/train/small-olm-aligner-noise-3-llm-lr.json "$RUNS/vist2-small-noise3-ocr-c" \
+    "$RUNS/vist2-small-noise3-olm-c" --set seed=20

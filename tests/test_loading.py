@@ -73,9 +73,10 @@ def test_unknown_and_missing_shipped_models(monkeypatch, tmp_path):
 def test_the_shipped_model_draws_on_its_pages(engine):
     """vist2-small reads down its pages: on held-out English pages the real page lowers the loss
     on its own text below a blank page's, on every line, and given the page's text before each
-    token it names most of them (run 59: 2.856 nats/token on these 16 pages, 6.25 / 3.79 / 3.03
-    on lines 1 / 2 / 3 and 1.85 on lines 4-8 on average, teacher-forced token accuracy 73.0 % from
-    the real page and 31.1 % from a blank one; run 54 2.672, 6.89 / 3.79 / 2.50, 1.51, 69.8 /
+    token it names most of them (run 61: 3.085 nats/token on these 16 pages, 6.58 / 3.93 / 3.32
+    on lines 1 / 2 / 3 and 2.06 on lines 4-8 on average, teacher-forced token accuracy 74.8 % from
+    the real page and 28.9 % from a blank one; run 59 2.856, 6.25 / 3.79 / 3.03, 1.85, 73.0 /
+    31.1 %; run 54 2.672, 6.89 / 3.79 / 2.50, 1.51, 69.8 /
     34.1 %; run 51 2.142, 5.49 / 2.68 / 1.94, 1.31, 63.9 /
     36.6 %; run 50 2.007, 64.5 / 37.5 %; run 46, one line to a visual token: 1.757 and
     4.20 / 2.47 / 1.61, 1.08; run 34, shipped before it with 32 px cells, 1.448 and
@@ -93,9 +94,9 @@ def test_the_shipped_model_draws_on_its_pages(engine):
     )
     gain = page_gain(engine.model, engine, pages)["en"]
     assert gain["tokens"] == 16 * config.chunk_tokens
-    assert gain["gain_nats"] > 2.5, gain
+    assert gain["gain_nats"] > 2.7, gain
     lines = [row["gain_nats"] for row in gain["by_line"]]
     assert lines[1] > 3.0 and lines[2] > 2.5, lines  # reads below line 1
-    assert sum(lines[3:]) / len(lines[3:]) > 1.6, lines  # and down to the bottom of the page
+    assert sum(lines[3:]) / len(lines[3:]) > 1.75, lines  # and down to the bottom of the page
     real, blank = gain["real_teacher_forced_accuracy"], gain["blank_teacher_forced_accuracy"]
-    assert real > 0.68 and real - blank > 0.3, (real, blank)  # the page, not the prior
+    assert real > 0.7 and real - blank > 0.35, (real, blank)  # the page, not the prior
