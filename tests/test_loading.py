@@ -75,13 +75,8 @@ def test_the_shipped_model_draws_on_its_pages(engine):
     on its own text below a blank page's, on every line, and given the page's text before each
     token it names most of them (run 61: 3.085 nats/token on these 16 pages, 6.58 / 3.93 / 3.32
     on lines 1 / 2 / 3 and 2.06 on lines 4-8 on average, teacher-forced token accuracy 74.8 % from
-    the real page and 28.9 % from a blank one; run 59 2.856, 6.25 / 3.79 / 3.03, 1.85, 73.0 /
-    31.1 %; run 54 2.672, 6.89 / 3.79 / 2.50, 1.51, 69.8 /
-    34.1 %; run 51 2.142, 5.49 / 2.68 / 1.94, 1.31, 63.9 /
-    36.6 %; run 50 2.007, 64.5 / 37.5 %; run 46, one line to a visual token: 1.757 and
-    4.20 / 2.47 / 1.61, 1.08; run 34, shipped before it with 32 px cells, 1.448 and
-    5.17 / 2.53 / 2.03; run 32 1.416 and 4.77 / 2.39 / 2.12; run 24 0.795; run 8 0.181; the
-    page-wide model 0.030, line 1 only).
+    the real page and 28.9 % from a blank one; run 54, shipped before it: 2.672, 6.89 / 3.79 /
+    2.50, 1.51, 69.8 / 34.1 %; the earlier shipped models' figures are in the model card).
     Guards the render -> windowed encode -> read path end to end."""
     from vist2.eval.data import read_eval_documents
     from vist2.eval.ocr import ocr_pages
