@@ -71,6 +71,8 @@
 #  61. OLM   as 57 from run 60, data seed 20
 #  62. OCR   as 55 from run 61, data seed 21
 #  63. OLM   as 57 from run 62, data seed 22
+#  64. OCR   as 55 from run 63 at 40 % input noise, data seed 23
+#  65. OLM   as 57 from run 64, data seed 24
 #
 # (Runs 35-39, 41-45, 47-48, 50 and 56 were measured and not shipped; their commands are in
 # docs/quality/r-sweep/README.md and the model card, items 14-16.)
@@ -82,7 +84,7 @@
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 33 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 34 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
@@ -219,3 +221,7 @@ piece ocr configs/train/small-lines-ocr-noise-3.json "$RUNS/vist2-small-noise3-o
     "$RUNS/vist2-small-noise3-ocr-d" --set seed=21
 piece olm configs/train/small-olm-aligner-noise-3-llm-lr.json "$RUNS/vist2-small-noise3-ocr-d" \
     "$RUNS/vist2-small-noise3-olm-d" --set seed=22
+piece ocr configs/train/small-lines-ocr-noise-3.json "$RUNS/vist2-small-noise3-olm-d" \
+    "$RUNS/vist2-small-noise4-ocr" --set seed=23 --set ocr_input_noise=0.4
+piece olm configs/train/small-olm-aligner-noise-3-llm-lr.json "$RUNS/vist2-small-noise4-ocr" \
+    "$RUNS/vist2-small-noise4-olm" --set seed=24
