@@ -58,6 +58,11 @@ def test_ground_truth_scores_one_hundred_percent(model_dir, data_dir, tmp_path):
 
 
 def test_a_page_size_sweep_scores_each_compression_ratio(model_dir, data_dir, tmp_path):
+    (tmp_path / "worst").mkdir()
+    stale = tmp_path / "worst" / "k128_page_00099.png"  # an earlier report's worst page
+    stale.write_bytes(b"png")
+    keep = tmp_path / "worst" / "notes.txt"  # not ours: left alone
+    keep.write_text("mine")
     run = OCRRun(
         str(model_dir),
         str(data_dir),
@@ -72,6 +77,9 @@ def test_a_page_size_sweep_scores_each_compression_ratio(model_dir, data_dir, tm
     assert all(r["summary"]["all"]["rouge_l"] == 1.0 for r in report["runs"])
     assert (tmp_path / "ocr_ratio.png").stat().st_size > 0
     assert "| en | 1.5 |" in (tmp_path / "ocr.md").read_text()
+    images = {w["image"] for r in report["runs"] for w in r["worst"]}
+    assert {f"worst/{f.name}" for f in (tmp_path / "worst").glob("*.png")} == images
+    assert not stale.exists() and keep.read_text() == "mine"
 
 
 def test_random_init_model_scores_near_zero(model_dir, data_dir, tmp_path):

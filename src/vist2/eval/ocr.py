@@ -201,6 +201,13 @@ def worst_pages(results: Sequence[PageResult], count: int) -> list[PageResult]:
     return order[:count]
 
 
+def clear_worst(out: Path) -> None:
+    """Remove the worst-page images an earlier report left in `out` (their names, as
+    `write_worst` gives them), so that a re-run into the same folder keeps only its own."""
+    for stale in (out / "worst").glob("*page_[0-9]*.png"):
+        stale.unlink()
+
+
 def write_worst(worst: Sequence[PageResult], renderer, out: Path, prefix: str = "") -> list[dict]:
     """Each worst page's image (PNG) and its diff; returns their JSON records."""
     from PIL import Image
@@ -314,6 +321,7 @@ def run_ocr(run: OCRRun, reader: Reader | None = None) -> dict:
     docs = read_eval_documents(run.data, run.split)
     out = Path(run.out)
     out.mkdir(parents=True, exist_ok=True)
+    clear_worst(out)
     read = reader or GreedyReader(model, tokenizer)
     sizes = run.page_tokens or (config.chunk_tokens,)
     report = {
