@@ -203,8 +203,8 @@ piece olm configs/train/small-olm-aligner-noise-2.json "$RUNS/vist2-small-noise2
     "$RUNS/vist2-small-noise2-olm"
 piece olm configs/train/small-olm-aligner-noise-2.json "$RUNS/vist2-small-noise2-olm" \
     "$RUNS/vist2-small-noise2-olm-b" --set seed=11
-# three rounds at 30 % noise, each followed by an OLM stage with the LLM at 1e-4: runs 55, 57, 58,
-# 59, 60 and 61 (the shipped model)
+# four rounds at 30 % noise and one at 40 %, each followed by an OLM stage with the LLM at 1e-4:
+# runs 55 and 57-65 (run 65 is the shipped model)
 piece ocr configs/train/small-lines-ocr-noise-3.json "$RUNS/vist2-small-noise2-olm-b" \
     "$RUNS/vist2-small-noise3-ocr"
 piece olm configs/train/small-olm-aligner-noise-3-llm-lr.json "$RUNS/vist2-small-noise3-ocr" \
