@@ -73,8 +73,10 @@
 #  63. OLM   as 57 from run 62, data seed 22
 #  64. OCR   as 55 from run 63 at 40 % input noise, data seed 23
 #  65. OLM   as 57 from run 64, data seed 24
+#  66. OCR   as 64 from run 65, data seed 25
+#  67b. OLM  as 57 from run 66, data seed 26, half of its sequences read-backs (olm_ocr_fraction 0.5)
 #
-# (Runs 35-39, 41-45, 47-48, 50 and 56 were measured and not shipped; their commands are in
+# (Runs 35-39, 41-45, 47-48, 50, 56 and 67 were measured and not shipped; their commands are in
 # docs/quality/r-sweep/README.md and the model card, items 14-16.)
 #
 # The configs ask for bf16 autocast, 1.45x faster than fp32 on the CPU (with AMX) that ran runs
@@ -203,8 +205,8 @@ piece olm configs/train/small-olm-aligner-noise-2.json "$RUNS/vist2-small-noise2
     "$RUNS/vist2-small-noise2-olm"
 piece olm configs/train/small-olm-aligner-noise-2.json "$RUNS/vist2-small-noise2-olm" \
     "$RUNS/vist2-small-noise2-olm-b" --set seed=11
-# four rounds at 30 % noise and one at 40 %, each followed by an OLM stage with the LLM at 1e-4:
-# runs 55 and 57-65 (run 65 is the shipped model)
+# four rounds at 30 % noise and two at 40 %, each followed by an OLM stage with the LLM at 1e-4
+# (the last with half of its sequences read-backs): runs 55, 57-66 and 67b (the shipped model)
 piece ocr configs/train/small-lines-ocr-noise-3.json "$RUNS/vist2-small-noise2-olm-b" \
     "$RUNS/vist2-small-noise3-ocr"
 piece olm configs/train/small-olm-aligner-noise-3-llm-lr.json "$RUNS/vist2-small-noise3-ocr" \
@@ -225,3 +227,7 @@ piece ocr configs/train/small-lines-ocr-noise-3.json "$RUNS/vist2-small-noise3-o
     "$RUNS/vist2-small-noise4-ocr" --set seed=23 --set ocr_input_noise=0.4
 piece olm configs/train/small-olm-aligner-noise-3-llm-lr.json "$RUNS/vist2-small-noise4-ocr" \
     "$RUNS/vist2-small-noise4-olm" --set seed=24
+piece ocr configs/train/small-lines-ocr-noise-3.json "$RUNS/vist2-small-noise4-olm" \
+    "$RUNS/vist2-small-noise4-ocr-b" --set seed=25 --set ocr_input_noise=0.4
+piece olm configs/train/small-olm-aligner-noise-3-llm-lr.json "$RUNS/vist2-small-noise4-ocr-b" \
+    "$RUNS/vist2-small-noise4-olm-b" --set seed=26 --set olm_ocr_fraction=0.5
