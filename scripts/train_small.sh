@@ -86,7 +86,7 @@
 # Run from the repo root. Re-running resumes the unfinished run from its newest checkpoint and
 # skips the finished ones (each just re-saves its model).
 #
-#   bash scripts/train_small.sh                 # foreground (about 34 h on a 2-core CPU)
+#   bash scripts/train_small.sh                 # foreground (about 35 h on a 2-core CPU)
 #   nohup bash scripts/train_small.sh > /work/runs/vist2-small.log 2>&1 &
 #
 # RUNS (default /work/runs) holds the init model and the run directories; DATA the corpora.
