@@ -76,7 +76,7 @@
 #  66. OCR   as 64 from run 65, data seed 25
 #  67b. OLM  as 57 from run 66, data seed 26, half of its sequences read-backs (olm_ocr_fraction 0.5)
 #
-# (Runs 35-39, 41-45, 47-48, 50, 56, 67, 67c and 68-75 were measured and not shipped; their
+# (Runs 35-39, 41-45, 47-48, 50, 56, 67, 67c and 68-76 were measured and not shipped; their
 # commands are in docs/quality/r-sweep/README.md and the model card, items 14-16 and 23-25.)
 #
 # The configs ask for bf16 autocast, 1.45x faster than fp32 on the CPU (with AMX) that ran runs
